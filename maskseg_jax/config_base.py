@@ -1,0 +1,88 @@
+"""The config schema shared by every `configs/*.py`.
+
+Each config file calls `base_config()` and overrides what it needs, then returns the locked ConfigDict, so
+a misspelt override on the command line (`--config.train.stepz=3`) fails with the key's name instead of
+being silently ignored. Method-specific sections (`config.lmae`, `config.semi`, `config.selective`) are added
+by the method's configs through `add_section` before locking.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 scale
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "supervised"      # key of maskseg_jax.methods.METHODS
+  c.mode = "train"             # train | eval | predict (methods may add more, e.g. lmae: complete)
+  c.seed = 0
+
+  d = c.data = ml_collections.ConfigDict()
+  d.name = "synthetic"         # key of maskseg_jax.data.sources.SOURCES
+  d.root = ""                  # dataset folder (unused for synthetic)
+  d.num_classes = 6
+  d.ignore_label = 255
+  d.train_split = "train"      # ImageSets name, or a split file listing `image_path label_path` pairs
+  d.val_split = "val"
+  d.crop_size = (64, 64)       # (h, w) of training batches
+  d.scale_range = (0.5, 2.0)   # random rescale of the training image before the crop
+  d.hflip = True
+  d.image_scale = 1.0          # fixed resize of every image and label when read (CPU-sized runs use e.g. 0.25)
+  d.mean = IMAGENET_MEAN
+  d.std = IMAGENET_STD
+  d.batch_size = 8             # global batch size (over all processes and devices)
+  d.eval_batch_size = 8        # global eval batch size
+  d.eval_mode = "whole"        # whole | sliding
+  d.eval_size = (64, 64)       # whole-image eval pads every image to this (h, w); larger images are an error
+  d.eval_window = (64, 64)     # sliding-window eval window (h, w)
+  d.eval_stride = (43, 43)     # sliding-window eval stride (h, w)
+  d.max_eval_images = -1       # -1: the whole split
+  d.validate_items = 64        # decode-check this many items of each split before training (-1: all)
+  d.num_workers = 0            # grain worker processes (0: in-process)
+  d.synthetic = ml_collections.ConfigDict(dict(
+      num_train=256, num_val=64, image_size=(64, 64), seed=1234))
+
+  m = c.model = ml_collections.ConfigDict()
+  m.name = "deeplabv3plus"     # key of maskseg_jax.models.MODELS
+  m.backbone = "resnet50"      # resnet18 | resnet34 | resnet50 | resnet101
+  m.width = 1.0                # channel multiplier (tiny test models use e.g. 0.125)
+  m.deep_stem = True
+  m.output_stride = 16
+  m.dropout = 0.1
+
+  o = c.optim = ml_collections.ConfigDict()
+  o.name = "sgd"               # sgd | adam | adamw
+  o.lr = 0.01
+  o.momentum = 0.9
+  o.weight_decay = 1e-4        # sgd/adam: coupled L2 (added to grads); adamw: decoupled
+  o.head_lr_mult = 10.0        # lr multiplier of parameters outside the backbone
+  o.schedule = "poly"          # poly | cosine | constant | plateau
+  o.poly_power = 0.9
+  o.warmup_steps = 0
+  o.plateau_factor = 0.8
+  o.plateau_patience = 6       # optax counts one earlier than PyTorch: 6 here == PyTorch's 5
+  o.plateau_threshold = 1e-3
+  o.plateau_accumulation = 1   # steps averaged per plateau check (e.g. steps per epoch)
+  o.grad_clip = 0.0            # 0: off
+
+  t = c.train = ml_collections.ConfigDict()
+  t.steps = 100
+  t.log_every = 10
+  t.eval_every = 50
+  t.checkpoint_every = 50
+  t.keep_checkpoints = 2       # keep the last K, plus the best by `best_metric`
+  t.best_metric = "val/miou"
+  t.image_every = 0            # write picture grids every N evals (0: only the final eval)
+  t.num_images = 4             # samples per picture grid
+  t.on_nonfinite = "stop"      # stop | skip
+
+  return c
+
+
+def add_section(config: ml_collections.ConfigDict, name: str, **values) -> ml_collections.ConfigDict:
+  """Adds a method-specific section, e.g. `add_section(c, 'lmae', mask_ratio=0.5)`."""
+  config[name] = ml_collections.ConfigDict(values)
+  return config[name]

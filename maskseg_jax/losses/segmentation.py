@@ -1,0 +1,59 @@
+"""Per-pixel classification losses. Each returns `(sum, count)` so callers divide once, after summing over
+devices or micro-batches, and padding pixels (label 255) never bias the mean."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def cross_entropy(logits, labels, *, ignore_label: int = 255, weights=None):
+  """Softmax cross entropy over pixels whose label is not `ignore_label`.
+
+  logits: float[..., C]; labels: int[...]; weights: optional float[...] per-pixel weights (e.g. class weights
+  gathered by label, or a confidence mask). Returns (sum of weighted CE, sum of weights over counted pixels).
+  """
+  num_classes = logits.shape[-1]
+  valid = labels != ignore_label
+  safe = jnp.where(valid, labels, 0).astype(jnp.int32)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+  del num_classes
+  w = valid.astype(jnp.float32)
+  if weights is not None:
+    w = w * weights
+  return jnp.sum(nll * w), jnp.sum(w)
+
+
+def weighted_cross_entropy(logits, labels, class_weights, *, ignore_label: int = 255, region=None):
+  """Class-frequency weighted CE (L-MAE eq. 10-12): sum w_{y_n} CE_n / sum w_{y_n} over counted pixels.
+
+  region: optional bool[...] restricting the counted pixels (e.g. masked patches only).
+  """
+  safe = jnp.where(labels == ignore_label, 0, labels).astype(jnp.int32)
+  w = jnp.asarray(class_weights, jnp.float32)[safe]
+  if region is not None:
+    w = w * region.astype(jnp.float32)
+  return cross_entropy(logits, labels, ignore_label=ignore_label, weights=w)
+
+
+def class_frequencies(label_counts: np.ndarray) -> np.ndarray:
+  """Pixel frequency f_c of every class from per-class pixel counts (void already excluded)."""
+  counts = np.asarray(label_counts, np.float64)
+  total = counts.sum()
+  if total <= 0:
+    raise ValueError("class_frequencies: the training labels hold no non-void pixel")
+  return counts / total
+
+
+def lmae_class_weights(freqs, *, beta: float = 1.0, gamma: float = 1.0, xi: float = 1e-6) -> np.ndarray:
+  """w_c = 1 - 1 / (1 + beta * exp(-(f_c - E) / (V + xi)) ** gamma), E and V the mean and variance of f.
+
+  Rare classes (f_c < E) get weights near 1, frequent ones near 0. The exponent is clipped so a tiny
+  variance cannot overflow to inf (the weight then saturates at 0 or 1, which is the limit anyway).
+  """
+  f = np.asarray(freqs, np.float64)
+  mean, var = f.mean(), f.var()
+  z = np.clip(-(f - mean) / (var + xi), -60.0, 60.0)
+  return (1.0 - 1.0 / (1.0 + beta * np.exp(z) ** gamma)).astype(np.float32)

@@ -1,0 +1,98 @@
+"""Shared pieces of every method that trains a per-pixel classifier: model + optimizer state, the supervised
+train step, the evaluator and the predict-to-folder mode. Used by `supervised`, selective-masking fine-tuning
+and the L-MAE label-augmentation experiment."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from PIL import Image
+
+from maskseg_jax import optim, sharding
+from maskseg_jax.data import sources
+from maskseg_jax.errors import ConfigError
+from maskseg_jax.evaluate import SegmentationEvaluator
+from maskseg_jax.losses import segmentation as seg_losses
+from maskseg_jax.methods import base
+from maskseg_jax.models import build_model
+
+
+def load_sources(config):
+  """Train and val sources, validated before any step (bad files fail here, naming the file)."""
+  dc = config.data
+  train_src = sources.build_source(dc, dc.train_split)
+  val_src = sources.build_source(dc, dc.val_split)
+  for src in (train_src, val_src):
+    sources.validate_source(src, dc.validate_items)
+  if train_src.num_classes != dc.num_classes:
+    raise ConfigError(f"data.num_classes={dc.num_classes} but the {dc.name!r} dataset has "
+                      f"{train_src.num_classes} classes; set --config.data.num_classes={train_src.num_classes}")
+  return train_src, val_src
+
+
+def init_model_state(config, num_classes: int, model: nnx.Module | None = None):
+  """-> (ModelDef, optimizer, initial train state)."""
+  if model is None:
+    rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
+    model = build_model(config.model, num_classes, rngs)
+  mdef, params, batch_stats = base.split_model(model)
+  tx = optim.make_optimizer(config.optim, config.train.steps, params)
+  return mdef, tx, base.new_state(params, batch_stats, tx)
+
+
+def supervised_step(mdef: base.ModelDef, tx, lr_fn: Callable, *, ignore_label: int = 255,
+                    loss_fn: Callable | None = None) -> Callable:
+  """Pure train step: CE (or `loss_fn(logits, labels) -> (sum, count)`) on the labelled batch."""
+  loss_fn = loss_fn or (lambda logits, labels: seg_losses.cross_entropy(logits, labels,
+                                                                        ignore_label=ignore_label))
+
+  def train_step(state, batch, rng):
+    def objective(params):
+      model = mdef.merge(params, state["batch_stats"])
+      base.reseed_dropout(model, rng)
+      logits = model(batch["image"], train=True)
+      total, count = loss_fn(logits, batch["label"])
+      return total / jnp.maximum(count, 1.0), base.batch_stats_of(model)
+
+    (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+    new_state = base.apply_gradients(state, tx, grads, loss, batch_stats)
+    lr = lr_fn(state["step"]) * base.current_lr_scale(new_state["opt"])
+    return new_state, {"loss": loss, "lr": lr}
+
+  return train_step
+
+
+def logits_fn(mdef: base.ModelDef) -> Callable:
+  def fn(state, images):
+    return mdef.merge(state["params"], state["batch_stats"])(images, train=False)
+  return fn
+
+
+def make_evaluator(config, mdef, val_src, mesh, name: str = "val") -> SegmentationEvaluator:
+  return SegmentationEvaluator(name=name, source=val_src, data_config=config.data, logits_fn=logits_fn(mdef),
+                               mesh=mesh, num_classes=config.data.num_classes,
+                               class_names=getattr(val_src, "class_names", None),
+                               num_images=config.train.num_images)
+
+
+def predict_to_folder(evaluator: SegmentationEvaluator, source, state, out_dir: str) -> list[str]:
+  """Writes one grayscale PNG of predicted class ids per image of `source`, cropped to its size."""
+  os.makedirs(out_dir, exist_ok=True)
+  written, index = [], 0
+  for local in evaluator._batches():
+    batch = {k: local[k] for k in ("image", "label", "valid")}
+    _, pred = evaluator._step(state, sharding.to_global(batch, evaluator.mesh))
+    preds = np.asarray(jax.device_get(pred))
+    for j in range(int(np.sum(local["valid"]))):
+      item = source[index]
+      h, w = item["label"].shape
+      path = os.path.join(out_dir, f"{item['id']}.png")
+      Image.fromarray(preds[j, :h, :w].astype(np.uint8)).save(path)
+      written.append(path)
+      index += 1
+  return written
