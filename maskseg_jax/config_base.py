@@ -27,6 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.ignore_label = 255
   d.train_split = "train"      # ImageSets name, or a split file listing `image_path label_path` pairs
   d.val_split = "val"
+  d.label_dir = ""             # VOC layout: label folder to use ("": SegmentationClass, else SegmentationClassAug)
+  d.tfds_name = "maskseg_folder/camvid"  # data.name=tfds: name returned by data.tfds_builder.prepare_tfds
   d.crop_size = (64, 64)       # (h, w) of training batches
   d.scale_range = (0.5, 2.0)   # random rescale of the training image before the crop
   d.hflip = True
@@ -37,11 +39,13 @@ def base_config() -> ml_collections.ConfigDict:
   d.eval_batch_size = 8        # global eval batch size
   d.eval_mode = "whole"        # whole | sliding
   d.eval_size = (64, 64)       # whole-image eval pads every image to this (h, w); larger images are an error
+  d.eval_resize = False        # True: downscale images larger than eval_size (keeping aspect) instead
   d.eval_window = (64, 64)     # sliding-window eval window (h, w)
   d.eval_stride = (43, 43)     # sliding-window eval stride (h, w)
   d.max_eval_images = -1       # -1: the whole split
   d.validate_items = 64        # decode-check this many items of each split before training (-1: all)
   d.num_workers = 0            # grain worker processes (0: in-process)
+  d.read_threads = 2           # grain reader threads per process (0: read in the calling thread)
   d.synthetic = ml_collections.ConfigDict(dict(
       num_train=256, num_val=64, image_size=(64, 64), seed=1234))
 
@@ -78,6 +82,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.image_every = 0            # write picture grids every N evals (0: only the final eval)
   t.num_images = 4             # samples per picture grid
   t.on_nonfinite = "stop"      # stop | skip
+  t.stop_at = -1               # save and return at this step, as a preemption would (Colab time slices, tests)
 
   return c
 

@@ -71,7 +71,7 @@ def test_restart_equals_straight_run_and_writes_logs(tmp_path):
   straight = str(tmp_path / "straight")
   train.run(tiny_config(), straight)
   resumed = str(tmp_path / "resumed")
-  train.run(tiny_config(**{"train.steps": 2}), resumed)
+  train.run(tiny_config(**{"train.stop_at": 2}), resumed)  # stops with a checkpoint, like a preemption
   result = train.run(tiny_config(), resumed)
   s1, p1 = _params(straight)
   s2, p2 = _params(resumed)

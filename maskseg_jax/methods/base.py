@@ -40,7 +40,7 @@ class ModelDef:
   rest: Any  # every non-trainable, non-batch-stat variable (RNG streams): constant across steps
 
   def merge(self, params, batch_stats) -> nnx.Module:
-    return nnx.merge(self.graphdef, params, batch_stats, self.rest)
+    return nnx.merge(self.graphdef, params, batch_stats, self.rest, copy=True)
 
 
 def split_model(model: nnx.Module):

@@ -29,9 +29,6 @@ def load_sources(config):
   val_src = sources.build_source(dc, dc.val_split)
   for src in (train_src, val_src):
     sources.validate_source(src, dc.validate_items)
-  if train_src.num_classes != dc.num_classes:
-    raise ConfigError(f"data.num_classes={dc.num_classes} but the {dc.name!r} dataset has "
-                      f"{train_src.num_classes} classes; set --config.data.num_classes={train_src.num_classes}")
   return train_src, val_src
 
 

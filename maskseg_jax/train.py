@@ -1,0 +1,177 @@
+"""The one training loop: mesh, method task, restore, jitted steps, evaluation, checkpoints, logging.
+
+Every method (supervised, L-MAE, semi-supervised, selective-masking stages) runs through `run`. The train
+step is the method's pure function, compiled once with the state donated, the batch sharded over the
+`data` mesh axis and the state replicated. RNG: one key per step, `fold_in(PRNGKey(seed), step)`, so a
+resumed run draws exactly what an uninterrupted run draws.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskseg_jax import checkpointing, sharding
+from maskseg_jax.errors import ConfigError, MasksegError
+from maskseg_jax.methods import get_method
+from maskseg_jax.metric_writer import MetricWriter
+
+
+class NonFiniteLossError(MasksegError, FloatingPointError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class _StopFlag:
+  """Set by SIGTERM (preemption): the loop saves a checkpoint and returns at the next step boundary."""
+
+  def __init__(self):
+    self.stop = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread: no handler, nothing to restore
+      self._old = None
+    return self
+
+  def _handle(self, signum, frame):
+    self.stop = True
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def _guard_nonfinite(step_fn, mode: str):
+  """With mode 'skip', a step whose loss is not finite leaves the state unchanged (but counts the step)."""
+  if mode not in ("stop", "skip"):
+    raise ConfigError(f"train.on_nonfinite={mode!r}; expected 'stop' or 'skip'")
+  if mode == "stop":
+    return step_fn
+
+  def guarded(state, batch, rng):
+    new_state, metrics = step_fn(state, batch, rng)
+    ok = jnp.isfinite(metrics["loss"])
+    kept = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+    kept["step"] = new_state["step"]
+    return kept, {**metrics, "skipped": 1.0 - ok.astype(jnp.float32)}
+  return guarded
+
+
+def compile_step(task, mesh, on_nonfinite: str = "stop"):
+  repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(_guard_nonfinite(task.train_step, on_nonfinite), in_shardings=(repl, data, repl),
+                 out_shardings=(repl, repl), donate_argnums=0)
+
+
+def evaluate(task, state, writer: MetricWriter, step: int, *, write_images: bool) -> dict:
+  scalars = {}
+  for evaluator in task.evaluators:
+    result = evaluator.run(state)
+    scalars.update(result.scalars)
+    if write_images:
+      for name, image in result.images.items():
+        writer.write_image(step, name.replace("/", "_"), image)
+  if scalars:
+    writer.write_scalars(step, scalars, split="eval")
+    headline = {k: v for k, v in scalars.items() if k.count("/") == 1}
+    writer.log(f"[eval step {step}] " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(headline.items())))
+  return scalars
+
+
+def _mean_metrics(history: list[dict]) -> dict:
+  host = jax.device_get(history)
+  return {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+
+
+def run(config, workdir: str, *, task=None) -> dict:
+  """Trains (or evaluates/predicts, by `config.mode`) and returns the last eval scalars."""
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh()
+  tc = config.train
+  writer = MetricWriter(workdir, total_steps=tc.steps)
+  task = task or get_method(config.method).build(config, mesh, workdir)
+  state = sharding.replicate(task.state, mesh)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
+                                    best_metric=tc.best_metric or None)
+  try:
+    if ckpt.latest_step() is not None:
+      state, meta = ckpt.restore(checkpointing.abstract_like(state), task.train_iter)
+      writer.log(f"resumed from {ckpt.directory} at step {meta['step']}")
+    mode = config.mode
+    if mode == "train":
+      return _train(config, task, state, mesh, writer, ckpt)
+    if mode == "eval":
+      scalars = evaluate(task, state, writer, int(state["step"]), write_images=True)
+      if jax.process_index() == 0:
+        with open(os.path.join(workdir, "eval.json"), "w") as f:
+          json.dump(scalars, f, indent=1, sort_keys=True)
+      return scalars
+    if mode == "predict" and task.predict is not None:
+      task.predict(state)
+      return {}
+    if mode in task.extra_modes:
+      return task.extra_modes[mode](state) or {}
+    known = ["train", "eval"] + (["predict"] if task.predict else []) + sorted(task.extra_modes)
+    raise ConfigError(f"config.mode={mode!r} is not available for method {config.method!r}; "
+                      f"expected one of {known}")
+  finally:
+    ckpt.close()
+    writer.close()
+
+
+def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
+  tc = config.train
+  step_fn = compile_step(task, mesh, tc.on_nonfinite)
+  base_key = jax.random.PRNGKey(config.seed)
+  step = int(jax.device_get(state["step"]))
+  history, last_eval, evals_done, first = [], {}, 0, True
+  start = time.perf_counter()
+  if step >= tc.steps:
+    writer.log(f"already trained to step {step} (train.steps={tc.steps}); evaluating")
+    return evaluate(task, state, writer, step, write_images=True)
+  with _StopFlag() as flag:
+    while step < tc.steps:
+      batch = sharding.to_global(next(task.train_iter), mesh)
+      rng = jax.random.fold_in(base_key, step)
+      state, metrics = step_fn(state, batch, rng)
+      if first:
+        jax.block_until_ready(metrics)
+        writer.log(f"compiled and ran the first step in {time.perf_counter() - start:.1f}s")
+        first = False
+      step += 1
+      history.append(metrics)
+      last = step == tc.steps
+      if step == tc.stop_at:
+        flag.stop = True
+      if step % tc.log_every == 0 or last or flag.stop:
+        scalars = _mean_metrics(history)
+        history = []
+        if tc.on_nonfinite == "stop" and not np.isfinite(scalars["loss"]):
+          terms = ", ".join(f"{k}={v:.4g}" for k, v in scalars.items())
+          good = ckpt.latest_step()
+          raise NonFiniteLossError(
+              f"non-finite loss within steps ({step - tc.log_every}, {step}]: {terms}. Stopped without "
+              f"saving; the last good checkpoint is step {good} in {ckpt.directory}. Lower optim.lr or set "
+              f"--config.train.on_nonfinite=skip to skip such steps.")
+        scalars.update(writer.progress(step, scalars, task.images_per_step))
+        writer.write_scalars(step, scalars, split="train")
+      eval_now = bool(tc.eval_every and step % tc.eval_every == 0) or last
+      if eval_now:
+        evals_done += 1
+        images = last or (tc.image_every and evals_done % tc.image_every == 0)
+        last_eval = evaluate(task, state, writer, step, write_images=bool(images))
+      if step % tc.checkpoint_every == 0 or last or flag.stop:
+        ckpt.save(step, state, task.train_iter, last_eval if eval_now else None)
+      if flag.stop:
+        writer.log(f"stopping early (SIGTERM or train.stop_at): saved step {step} to {ckpt.directory}")
+        break
+  writer.log(f"done: {step} steps in {time.perf_counter() - start:.1f}s")
+  return last_eval
