@@ -7,7 +7,7 @@ arg: `cpu` (ResNet-18 width 0.25 at 96x128 crops from half-size images, a few mi
 (`deeplabv3plus`, `unet`, `fcn`) for the full-size run; `cpu_unet`/`cpu_fcn` combine both.
 """
 
-from maskseg_jax.config_base import base_config
+from maskseg_jax.config_base import base_config, set_model
 
 
 def get_config(arg: str | None = None):
@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
   c.data.name = "camvid"
   c.data.root = ""  # default: ../shared/data/camvid beside the checkout
   c.data.num_classes = 11
-  c.model.name = model
+  set_model(c, model)
   if cpu:
     c.data.image_scale = 0.25          # 360x480 -> 90x120 before augmentation
     c.data.crop_size = (80, 112)
@@ -38,7 +38,6 @@ def get_config(arg: str | None = None):
     c.data.crop_size = (352, 480)
     c.data.eval_size = (360, 480)
     c.data.batch_size = 16
-    c.model.backbone = "resnet50"
     c.optim.lr = 0.01
     c.train.steps = 10000
     c.train.eval_every = 1000

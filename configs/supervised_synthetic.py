@@ -6,7 +6,7 @@ The embedded default: needs no download, finishes on a 2-core CPU in a few minut
 well above chance (README, results table). `:unet` / `:fcn` pick the other models.
 """
 
-from maskseg_jax.config_base import base_config
+from maskseg_jax.config_base import base_config, set_model
 
 
 def get_config(arg: str | None = None):
@@ -18,9 +18,7 @@ def get_config(arg: str | None = None):
   c.data.eval_size = (64, 64)
   c.data.batch_size = 16
   c.data.eval_batch_size = 16
-  c.model.name = arg or "deeplabv3plus"
-  c.model.backbone = "resnet18"
-  c.model.width = 0.25
+  set_model(c, arg or "deeplabv3plus", backbone="resnet18", width=0.25)
   c.optim.lr = 0.05
   c.optim.head_lr_mult = 1.0
   c.train.steps = 300

@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.deep_stem = True
   m.output_stride = 16
   m.dropout = 0.1
+  m.dtype = "float32"          # compute dtype (bfloat16 on accelerators); parameters stay float32
 
   o = c.optim = ml_collections.ConfigDict()
   o.name = "sgd"               # sgd | adam | adamw
@@ -85,6 +86,23 @@ def base_config() -> ml_collections.ConfigDict:
   t.stop_at = -1               # save and return at this step, as a preemption would (Colab time slices, tests)
 
   return c
+
+
+# The canonical setting of each segmenter (spec values); `set_model` applies them so configs stay short.
+MODEL_DEFAULTS = {
+    "deeplabv3plus": dict(backbone="resnet50", deep_stem=True, output_stride=16, dropout=0.1),
+    "unet": dict(backbone="resnet34", deep_stem=False, output_stride=32, dropout=0.2),
+    "fcn": dict(backbone="resnet50", deep_stem=False, output_stride=8, dropout=0.1),
+}
+
+
+def set_model(config: ml_collections.ConfigDict, name: str, **overrides) -> None:
+  """Selects segmenter `name` with its canonical settings, then applies `overrides` (e.g. width=0.25)."""
+  from maskseg_jax.errors import ConfigError
+  if name not in MODEL_DEFAULTS:
+    raise ConfigError(f"model {name!r} is unknown; expected one of {sorted(MODEL_DEFAULTS)}")
+  config.model.name = name
+  config.model.update({**MODEL_DEFAULTS[name], **overrides})
 
 
 def add_section(config: ml_collections.ConfigDict, name: str, **values) -> ml_collections.ConfigDict:
