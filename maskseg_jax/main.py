@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from maskseg_jax.errors import MasksegError
@@ -55,6 +55,8 @@ def save_config(config, workdir: str) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; -v 0 brings it back
+    logging.set_verbosity(logging.WARNING)
   init_distributed()
   from maskseg_jax import train
   config = _CONFIG.value
