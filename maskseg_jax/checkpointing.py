@@ -68,6 +68,33 @@ class Checkpointer:
       raise CheckpointError(f"could not restore step {step} from {self.directory}: {e}") from e
     return restored["state"], restored["meta"]
 
+  def restore_as_saved(self, step: int | None = None):
+    """Restores `state` with the shapes and dtypes it was saved with, on this process's first device.
+
+    For reading weights into a different model (fine-tuning, stage chaining) whatever mesh wrote them: a
+    restore without a target would try to rebuild the writer's device topology and fail on another one.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    path = os.path.join(self.directory, str(step), "state")
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        saved = reader.metadata(path).item_metadata
+    except Exception as e:  # orbax raises many types for missing or damaged metadata
+      raise CheckpointError(f"could not read the array metadata of step {step} in {self.directory}: {e}") from e
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    tree = saved.tree if hasattr(saved, "tree") else saved
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    return self.restore(abstract, step=step)
+
+  def read_state(self, step: int | None = None):
+    """The saved state as host arrays, without a target layout (inspection, tests, weight transfer)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise CheckpointError(f"no checkpoint in {self.directory}")
+    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+
   def close(self) -> None:
     self.manager.close()
 

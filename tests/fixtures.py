@@ -130,3 +130,24 @@ def make_folder_fixture(root, n: int = 5, size: tuple[int, int] = (36, 44), num_
       out["labels"][stem] = label
     out[split or "all"] = stems
   return out
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(path: str, arg: str | None = None, **overrides):
+  """`configs/<path>`'s get_config(arg) with dotted overrides applied (`**{"train.steps": 4}`), then locked."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("config_under_test", os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config.unlock()
+  for key, value in overrides.items():
+    node = config
+    *parents, last = key.split(".")
+    for name in parents:
+      node = node[name]
+    node[last] = value
+  config.lock()
+  return config

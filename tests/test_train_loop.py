@@ -5,51 +5,29 @@ import json
 import os
 
 import jax
+import fixtures
 import numpy as np
 import pytest
 
-from maskseg_jax import sharding, train
+from maskseg_jax import checkpointing, sharding, train
 from maskseg_jax.methods import get_method
+
+TINY = {"data.synthetic.num_train": 32, "data.synthetic.num_val": 16, "data.synthetic.image_size": (32, 32),
+        "data.crop_size": (32, 32), "data.eval_size": (32, 32), "data.batch_size": 8,
+        "data.eval_batch_size": 8, "model.width": 0.125, "train.steps": 4, "train.log_every": 2,
+        "train.eval_every": 4, "train.checkpoint_every": 2}
 
 
 def tiny_config(**overrides):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(os.path.dirname(__file__), "..", "configs",
-                                                                    "supervised_synthetic.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
-  c.unlock()
-  c.data.synthetic.num_train = 32
-  c.data.synthetic.num_val = 16
-  c.data.synthetic.image_size = (32, 32)
-  c.data.crop_size = (32, 32)
-  c.data.eval_size = (32, 32)
-  c.data.batch_size = 8
-  c.data.eval_batch_size = 8
-  c.model.width = 0.125
-  c.train.steps = 4
-  c.train.log_every = 2
-  c.train.eval_every = 4
-  c.train.checkpoint_every = 2
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  c.lock()
-  return c
+  return fixtures.load_config("configs/supervised_synthetic.py", **{**TINY, **overrides})
 
 
 def _params(workdir):
-  from maskseg_jax import checkpointing
   ck = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   step = ck.latest_step()
-  meta = ck.manager.restore(step, args=__import__("orbax.checkpoint", fromlist=["args"]).args.Composite(
-      state=__import__("orbax.checkpoint", fromlist=["args"]).args.StandardRestore()))
+  params = ck.read_state()["params"]
   ck.close()
-  return step, meta["state"]["params"]
+  return step, params
 
 
 def test_sharded_step_matches_single_device(tmp_path):
