@@ -1,0 +1,87 @@
+"""L-MAE train-step throughput at several mask ratios, as JSON: the visible-only encoder's saving.
+
+  python experiments/benchmark_lmae.py [--size=cpu|paper|tiny] [--batch=8] [--steps=5] [--ratios=0,0.5,0.75]
+
+For each mask ratio: images/s of the jitted L-MAE train step (sharded over all local devices), compile
+seconds, XLA's cost-analysis FLOPs per step, achieved FLOP/s and its fraction of a float32 matmul peak
+measured in the same run. Only the encoder's token count falls with the ratio (the decoder always sees all
+L positions), so FLOPs fall by less than the ratio. `cpu` is what a 2-core machine times in a minute;
+`paper` is EB8/DB6/ED1440/DD720 at 224 (time it on an accelerator); `tiny` is for the smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchmark_models import matmul_peak, timed_step  # noqa: E402  (the shared timing code)
+
+from maskseg_jax import config_base, lmae_config, optim, sharding, train  # noqa: E402
+from maskseg_jax import lmae_inference as inf  # noqa: E402
+from maskseg_jax.masking import patches as P  # noqa: E402
+from maskseg_jax.methods import base  # noqa: E402
+from maskseg_jax.methods import lmae as lmae_method  # noqa: E402
+
+SIZES = {
+    "tiny": dict(size="tiny", patch_size=8, image_size=32),  # smoke test only
+    "cpu": dict(size="tiny", patch_size=8, image_size=64, enc_dim=256, dec_dim=128, enc_depth=4, dec_depth=2),
+    "paper": dict(size="paper", patch_size=16, image_size=224),
+}
+
+
+def config_for(size: str, ratio: float, num_classes: int):
+  s = dict(SIZES[size])
+  c = config_base.base_config()
+  c.data.num_classes = num_classes
+  lmae_config.apply_lmae(c, size=s.pop("size"), patch_size=s.pop("patch_size"), image_size=s.pop("image_size"),
+                         mask_ratio=ratio, class_weighting="none", loss_region="all")
+  for k, v in s.items():
+    c.model[k] = v
+  return c
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--size", default="cpu", choices=sorted(SIZES))
+  ap.add_argument("--batch", type=int, default=8)
+  ap.add_argument("--steps", type=int, default=5)
+  ap.add_argument("--ratios", default="0,0.5,0.75")
+  ap.add_argument("--num_classes", type=int, default=21)
+  args = ap.parse_args()
+  mesh = sharding.make_mesh()
+  peak = matmul_peak() * jax.local_device_count()
+  results = []
+  for ratio in [float(r) for r in args.ratios.split(",")]:
+    c = config_for(args.size, ratio, args.num_classes)
+    mdef, tx, state = lmae_method.init_state(c, args.num_classes)
+    step_fn = lmae_method.make_train_step(mdef, tx, optim.learning_rate(c.optim, 100), lc=c.lmae,
+                                          model_config=c.model)
+    step = train.compile_step(base.Task(state=state, train_step=step_fn, train_iter=None), mesh)
+    p, h, w, num_patches = inf.geometry(c.model)
+    rng = np.random.default_rng(0)
+    batch = sharding.to_global({
+        "image": rng.normal(size=(args.batch, h, w, 3)).astype(np.float32),
+        "label": rng.integers(0, args.num_classes, (args.batch, h, w)).astype(np.int32)}, mesh)
+    compile_s, step_s, flops = timed_step(step, sharding.replicate(state, mesh), batch, args.steps)
+    results.append(dict(mask_ratio=ratio, visible_patches=P.num_visible(num_patches, ratio),
+                        patches=num_patches, batch=args.batch, images_per_s=round(args.batch / step_s, 2),
+                        step_s=round(step_s, 4), compile_s=round(compile_s, 2), step_gflop=round(flops / 1e9, 3),
+                        achieved_gflop_s=round(flops / step_s / 1e9, 2),
+                        fraction_of_matmul_peak=round(flops / step_s / peak, 3)))
+  first = results[0]
+  for r in results:
+    r["flops_vs_first"] = round(r["step_gflop"] / max(first["step_gflop"], 1e-12), 3)
+    r["speedup_vs_first"] = round(r["images_per_s"] / first["images_per_s"], 2)
+  print(json.dumps(dict(devices=jax.device_count(), platform=jax.devices()[0].platform,
+                        matmul_peak_gflop_s=round(peak / 1e9, 1), size=args.size, model=SIZES[args.size],
+                        results=results), indent=1))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,117 @@
+"""L-MAE masking, prediction and composition shared by the train step, the evaluators and label completion.
+
+One definition of each rule: which patches a strategy masks (optionally forcing patches with unknown pixels),
+which pixels those patches cover, and how a prediction is composed into a label so that pixels outside the
+filled region are copied unchanged. Host-side helpers map labels between an arbitrary size and the model
+grid with one explicit nearest-neighbour index map, so a pixel and its model position agree both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskseg_jax.errors import ConfigError
+from maskseg_jax.masking import patches as P
+
+
+def geometry(model_config) -> tuple[int, int, int, int]:
+  """(patch size p, model h, model w, number of patches L) from `model.*`."""
+  p = int(model_config.patch_size)
+  size = model_config.image_size
+  h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+  return p, h, w, (h // p) * (w // p)
+
+
+def patch_pixels(mask: jax.Array, p: int, h: int, w: int) -> jax.Array:
+  """bool[B,L] patch mask (row-major grid) -> bool[B,H,W] pixel mask."""
+  pix = jnp.broadcast_to(mask[..., None], mask.shape + (p * p,)).astype(jnp.uint8)
+  return P.unpatchify(pix, p, h, w)[..., 0] > 0
+
+
+def strategy_choice(rng: jax.Array, batch: int, probs: Sequence[float]) -> jax.Array:
+  """int[B] index into `STRATEGY_ORDER` that `mixed_strategy_scores(rng, ...)` uses for each sample.
+
+  `mixed_strategy_scores` splits its key into (strategy, noise) and draws with the first; the train step
+  repeats that draw only to log the strategy mix (a test pins the two together).
+  """
+  return P.draw_strategies(jax.random.split(rng)[0], batch, probs)
+
+
+def strategy_mask(label: jax.Array, rng: jax.Array, *, strategy: str, k: int, p: int,
+                  background_classes: Sequence[int], ignore_label: int = 255, force: jax.Array | None = None):
+  """One strategy's static-K mask of int[B,H,W] labels: (ids_keep, ids_masked, mask bool[B,L]).
+
+  `force` (bool[B,L]) patches are masked before any other (explicit unknown regions).
+  """
+  if strategy not in P.MASK_STRATEGIES:
+    raise ConfigError(f"mask strategy {strategy!r} is unknown; expected one of {sorted(P.MASK_STRATEGIES)}")
+  b = P.background_proportion(label, p, background_classes, ignore_label)
+  scores = P.MASK_STRATEGIES[strategy](rng, b)
+  if force is not None:
+    scores = P.forced_scores(scores, force)
+  return P.mask_from_scores(scores, k)
+
+
+def compose(label: jax.Array, pred: jax.Array, region: jax.Array) -> jax.Array:
+  """Prediction inside `region`, the given label everywhere else (works on jnp and np arrays)."""
+  xp = np if isinstance(label, np.ndarray) else jnp
+  return xp.where(region, pred.astype(label.dtype), label)
+
+
+def given_pixels(label: np.ndarray, num_classes: int, background_classes: Sequence[int]) -> np.ndarray:
+  """Pixels a completion must keep: a foreground class id (not background, void or unknown)."""
+  given = label < num_classes
+  for c in background_classes:
+    given &= label != c
+  return given
+
+
+# --- host-side size mapping ---------------------------------------------------------------------------
+def nearest_index(src: int, dst: int) -> np.ndarray:
+  """int[dst]: source index sampled by each of `dst` evenly spread output positions (pixel centres)."""
+  return np.minimum(((np.arange(dst) + 0.5) * src / dst).astype(np.int64), src - 1)
+
+
+def resize_nearest(x: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+  """Resizes the first two axes of `x` by nearest neighbour with `nearest_index` (labels, masks)."""
+  h, w = x.shape[:2]
+  return x[nearest_index(h, int(size_hw[0]))][:, nearest_index(w, int(size_hw[1]))]
+
+
+def model_patch_of_pixels(size_hw: Sequence[int], model_hw: Sequence[int], p: int) -> np.ndarray:
+  """int[H,W]: the model patch each original pixel reads its prediction from (after `resize_nearest` back)."""
+  rows = nearest_index(int(model_hw[0]), int(size_hw[0])) // p
+  cols = nearest_index(int(model_hw[1]), int(size_hw[1])) // p
+  return rows[:, None] * (int(model_hw[1]) // p) + cols[None, :]
+
+
+def patches_with(pixels: np.ndarray, patch_of_pixel: np.ndarray, num_patches: int) -> np.ndarray:
+  """bool[L]: patches (via `model_patch_of_pixels`) that any True pixel of bool[H,W] `pixels` maps to."""
+  out = np.zeros(num_patches, bool)
+  out[patch_of_pixel[pixels]] = True
+  return out
+
+
+def masked_view(raw_image: np.ndarray, label: np.ndarray, mask_px: np.ndarray, dim: float = 0.35) -> np.ndarray:
+  """What the model is given, as a picture: label colours on visible pixels, the dimmed image elsewhere."""
+  from maskseg_jax import visualize
+  dimmed = (np.asarray(raw_image, np.float32) * dim).astype(np.uint8)
+  return np.where(np.asarray(mask_px)[..., None], dimmed, visualize.colorize(label))
+
+
+def degrade_label(label: np.ndarray, rng: np.random.Generator, *, patch: int = 16, fraction: float = 0.5,
+                  background: int = 0) -> np.ndarray:
+  """The spec's label-degradation protocol (paper IV-C): a random `fraction` of the label's foreground-bearing
+  `patch` x `patch` tiles (edge tiles may be smaller) set to `background`; void pixels in them too."""
+  out = label.copy()
+  h, w = label.shape
+  tiles = [(y, x) for y in range(0, h, patch) for x in range(0, w, patch)
+           if ((label[y:y + patch, x:x + patch] != background) & (label[y:y + patch, x:x + patch] != 255)).any()]
+  for i in rng.permutation(len(tiles))[:int(round(fraction * len(tiles)))]:
+    y, x = tiles[i]
+    out[y:y + patch, x:x + patch] = background
+  return out
