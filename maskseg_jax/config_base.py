@@ -27,6 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.ignore_label = 255
   d.train_split = "train"      # ImageSets name, or a split file listing `image_path label_path` pairs
   d.val_split = "val"
+  d.val_name = ""              # "": val from data.name; else another reader (relabelled train folder, val on camvid)
+  d.val_root = ""              # root of val_name's dataset ("": that reader's default, e.g. ../shared/data/camvid)
   d.label_dir = ""             # VOC layout: label folder to use ("": SegmentationClass, else SegmentationClassAug)
   d.tfds_name = "maskseg_folder/camvid"  # data.name=tfds: name returned by data.tfds_builder.prepare_tfds
   d.crop_size = (64, 64)       # (h, w) of training batches
@@ -57,6 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.output_stride = 16
   m.dropout = 0.1
   m.dtype = "float32"          # compute dtype (bfloat16 on accelerators); parameters stay float32
+  m.init_from = ""             # fine-tuning: load weights (all but the output layer) from this run folder
 
   o = c.optim = ml_collections.ConfigDict()
   o.name = "sgd"               # sgd | adam | adamw

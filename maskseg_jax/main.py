@@ -61,6 +61,8 @@ def main(argv) -> None:
   from maskseg_jax import train
   config = _CONFIG.value
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
+  from maskseg_jax import config_checks
+  config_checks.check_workdir(workdir)  # before anything is written or built
   save_config(config, workdir)
   result = train.run(config, workdir)
   if result:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskseg_jax import checkpointing, sharding
+from maskseg_jax import checkpointing, config_checks, sharding
 from maskseg_jax.errors import ConfigError, MasksegError
 from maskseg_jax.methods import get_method
 from maskseg_jax.metric_writer import MetricWriter
@@ -32,6 +32,7 @@ class _StopFlag:
 
   def __init__(self):
     self.stop = False
+    self.reason = ""
     self._old = None
 
   def __enter__(self):
@@ -42,7 +43,14 @@ class _StopFlag:
     return self
 
   def _handle(self, signum, frame):
-    self.stop = True
+    self.stop, self.reason = True, "SIGTERM (preemption)"
+
+  def agree(self) -> None:
+    """Multi-process: stop everywhere if any process got SIGTERM, so all save the same step together."""
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      if np.max(multihost_utils.process_allgather(np.int32(self.stop))) and not self.stop:
+        self.stop, self.reason = True, "SIGTERM on another process"
 
   def __exit__(self, *exc):
     if self._old is not None:
@@ -93,17 +101,23 @@ def _mean_metrics(history: list[dict]) -> dict:
 
 def run(config, workdir: str, *, task=None) -> dict:
   """Trains (or evaluates/predicts, by `config.mode`) and returns the last eval scalars."""
-  os.makedirs(workdir, exist_ok=True)
+  if task is None:
+    method = get_method(config.method)
+    if hasattr(method, "run"):  # multi-stage methods (selective masking) call back here once per stage
+      return method.run(config, workdir)
+  config_checks.check_config(config)  # contradictions fail here, before a model is built or compiled
+  config_checks.check_workdir(workdir)
   mesh = sharding.make_mesh()
   tc = config.train
   writer = MetricWriter(workdir, total_steps=tc.steps)
   task = task or get_method(config.method).build(config, mesh, workdir)
+  checkpointing.wait_for_all_processes("maskseg_built")  # before the first collective
   state = sharding.replicate(task.state, mesh)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
                                     best_metric=tc.best_metric or None)
   try:
     if ckpt.latest_step() is not None:
-      state, meta = ckpt.restore(checkpointing.abstract_like(state), task.train_iter)
+      state, meta = ckpt.restore(checkpointing.abstract_like(state), task.train_iter, warn=writer.log)
       writer.log(f"resumed from {ckpt.directory} at step {meta['step']}")
     mode = config.mode
     if mode == "train":
@@ -141,6 +155,9 @@ def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
     while step < tc.steps:
       batch = sharding.to_global(next(task.train_iter), mesh)
       rng = jax.random.fold_in(base_key, step)
+      if first and jax.process_count() > 1:  # compile everywhere, then meet: gloo (CPU) waits only 30 s
+        step_fn = step_fn.lower(state, batch, rng).compile()
+        checkpointing.wait_for_all_processes("maskseg_step_compiled")
       state, metrics = step_fn(state, batch, rng)
       if first:
         jax.block_until_ready(metrics)
@@ -150,7 +167,8 @@ def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
       history.append(metrics)
       last = step == tc.steps
       if step == tc.stop_at:
-        flag.stop = True
+        flag.stop, flag.reason = True, f"train.stop_at={tc.stop_at}"
+      flag.agree()
       if step % tc.log_every == 0 or last or flag.stop:
         scalars = _mean_metrics(history)
         history = []
@@ -171,7 +189,8 @@ def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
       if step % tc.checkpoint_every == 0 or last or flag.stop:
         ckpt.save(step, state, task.train_iter, last_eval if eval_now else None)
       if flag.stop:
-        writer.log(f"stopping early (SIGTERM or train.stop_at): saved step {step} to {ckpt.directory}")
+        writer.log(f"stopping early at step {step} ({flag.reason}): saved a checkpoint to {ckpt.directory}; "
+                   "rerun the same command to resume")
         break
   writer.log(f"done: {step} steps in {time.perf_counter() - start:.1f}s")
   return last_eval

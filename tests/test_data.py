@@ -306,18 +306,33 @@ def test_train_iterator_shapes_determinism_and_resume():
   assert not np.array_equal(other["image"], first[0]["image"])
 
 
-def test_train_iterator_shards_by_process_and_extra_transform():
+def test_train_iterator_shards_global_batches_by_process_and_extra_transform():
   d = _data_config(batch_size=4)
   src = _IndexSource(10)
-  seen = []
-  for p in (0, 1):
-    it = pipeline.train_iterator(src, d, 0, process_index=p, process_count=2, transform=_index_transform)
-    batches = [next(it) for _ in range(5)]  # 5 batches of 2 = two epochs of this process's 5 items
-    assert batches[0]["image"].shape == (2, 4, 4, 3)
-    idx = np.concatenate([b["index"] for b in batches])
-    assert sorted(idx[:5].tolist()) == sorted(idx[5:].tolist())  # each epoch: the same slice, reshuffled
-    seen.append(set(idx.tolist()))
-  assert seen[0].isdisjoint(seen[1]) and seen[0] | seen[1] == set(range(10))
+
+  def coin_transform(example, rng):  # the augmentation draw must not depend on the process count
+    return {**_index_transform(example, rng), "coin": np.float32(rng.random())}
+
+  one = pipeline.train_iterator(src, d, 0, transform=coin_transform)
+  whole = [next(one) for _ in range(5)]  # 5 global batches of 4 = two epochs of 10 items
+  idx = np.concatenate([b["index"] for b in whole])
+  assert sorted(idx[:10].tolist()) == sorted(idx[10:].tolist()) == list(range(10))  # epochs reshuffled
+  iters = [pipeline.train_iterator(src, d, 0, process_index=p, process_count=2, transform=coin_transform)
+           for p in (0, 1)]
+  for k in range(5):
+    parts = [next(it) for it in iters]
+    assert parts[0]["image"].shape == (2, 4, 4, 3)
+    for key in ("index", "coin", "image"):  # process p holds rows [2p, 2p + 2) of global batch k
+      np.testing.assert_array_equal(np.concatenate([q[key] for q in parts]), whole[k][key])
+  # Positions count global batches, so a state saved with 2 processes resumes a 1-process run and back.
+  assert iters[0].get_state() == iters[1].get_state() == one.get_state()
+  resumed = pipeline.train_iterator(src, d, 0, transform=coin_transform)
+  resumed.set_state(iters[0].get_state())
+  again = pipeline.train_iterator(src, d, 0, process_index=1, process_count=2, transform=coin_transform)
+  again.set_state(one.get_state())
+  nxt = next(one)["index"]
+  np.testing.assert_array_equal(next(resumed)["index"], nxt)
+  np.testing.assert_array_equal(next(again)["index"], nxt[2:])
   with pytest.raises(ConfigError, match="batch_size=6 is not divisible by the 4 processes"):
     pipeline.train_iterator(src, _data_config(batch_size=6), 0, process_index=0, process_count=4)
 

@@ -1,10 +1,13 @@
 """grain input pipelines: infinite shuffled training batches and padded whole-image eval batches.
 
-Training: source -> this process's slice of indices -> shuffle(seed) -> repeat -> per-example random
-augmentation (rng derived from (seed, process, position), so runs are reproducible) -> batch. The returned
-grain iterator is checkpointable (`get_state()`/`set_state()`), which train.py saves with the model, so a
-resumed run sees exactly the batches it would have seen. Batches are process-local: `batch_size //
-process_count` examples, assembled into global arrays by the caller.
+Training: source -> shuffle(seed) -> repeat -> per-example random augmentation (rng derived from (seed,
+global position in the stream)) -> this process's rows of each global batch -> batch. Every process sees the
+same global example stream and takes rows [p * b, (p + 1) * b) of each global batch, so global batch k is the
+same examples with the same augmentation for any number of processes: a run on N processes reaches the
+parameters of a one-process run. The returned grain iterator is checkpointable (`get_state()`/`set_state()`)
+and its state counts global batches, so train.py's checkpoints resume exactly, also with another process
+count. Batches are process-local: `b = batch_size // process_count` examples, assembled into global arrays by
+the caller.
 
 Eval: every process yields the same number of fixed-shape batches (images padded to `data.eval_size`, label
 padded with the ignore id, short last batches padded with `valid=False` examples), so jitted eval steps never
@@ -13,6 +16,7 @@ recompile and collective ops never wait for a process that ran out of data.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +96,28 @@ class _TrainMap:
     return out
 
 
+class _ProcessRows(grain.MapDataset):
+  """The rows of every global batch that belong to one process: local item i is global stream position
+  (i // local) * global + process_index * local + i % local. Only these items are read and augmented."""
+
+  def __init__(self, parent: grain.MapDataset, global_batch: int, local_batch: int, process_index: int):
+    super().__init__(parent)
+    self._global, self._local, self._process = global_batch, local_batch, process_index
+    self._length = (len(parent) // global_batch) * local_batch
+
+  def __len__(self) -> int:
+    return self._length
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    batch, row = divmod(int(index), self._local)
+    return self._parent[batch * self._global + self._process * self._local + row]
+
+  def __str__(self) -> str:
+    return f"_ProcessRows(global={self._global}, local={self._local}, process={self._process})"
+
+
 def train_iterator(source: Source, data_config, seed: int, *, process_index: int = 0, process_count: int = 1,
                    extra_transform: ExampleFn | None = None, transform: ExampleFn | None = None):
   """Infinite checkpointable iterator of process-local batches `{"image": f32[b,h,w,3], "label": i32[b,h,w]}`.
@@ -100,16 +126,17 @@ def train_iterator(source: Source, data_config, seed: int, *, process_index: int
   (example, rng)` runs after it on the augmented dict, where the uint8 crop is under "raw_image", and its
   output (fixed-shape arrays) is what gets batched. Without `extra_transform`, "raw_image" is dropped.
   """
-  local_batch = _local_batch(int(data_config.batch_size), process_count, "batch_size")
+  global_batch = int(data_config.batch_size)
+  local_batch = _local_batch(global_batch, process_count, "batch_size")
   if not 0 <= process_index < process_count:
     raise ConfigError(f"process_index={process_index} not in [0, {process_count})")
-  if len(source) < process_count:
-    raise DataError(f"{source!r} has {len(source)} items, fewer than the {process_count} processes")
-  ds = grain.MapDataset.source(source)[process_index::process_count]
-  ds = ds.shuffle(seed=int(seed)).repeat()
-  aug_seed = int(np.random.SeedSequence([int(seed), process_index]).generate_state(1)[0])
+  ds = grain.MapDataset.source(source).shuffle(seed=int(seed)).repeat()
+  # (seed, 0): the augmentation seed one-process runs have always used, so their batches are unchanged.
+  aug_seed = int(np.random.SeedSequence([int(seed), 0]).generate_state(1)[0])
   ds = ds.random_map(_TrainMap(transform or StandardTrainTransform(data_config), extra_transform), seed=aug_seed)
-  it_ds = ds.to_iter_dataset(_read_options(data_config, 2 * local_batch)).batch(local_batch, drop_remainder=True)
+  ds = _ProcessRows(ds, global_batch, local_batch, process_index).batch(local_batch, drop_remainder=True)
+  # Batching before to_iter_dataset makes the iterator state count global batches (not process-local examples).
+  it_ds = ds.to_iter_dataset(_read_options(data_config, 2))
   workers = int(data_config.get("num_workers", 0))
   if workers > 0:
     if not flags.FLAGS.is_parsed():  # grain workers read absl flags; outside an absl app use the defaults
@@ -185,3 +212,52 @@ def eval_ids(source: Source, data_config, *, process_index: int = 0, process_cou
       ids.append(_id_of(source, g) if g < n else "")
     out.append(ids)
   return out
+
+
+class ZippedIterator:
+  """Several checkpointable batch iterators advanced together, as one checkpointable iterator.
+
+  Semi-supervised steps need a labeled and an unlabeled batch at once, each stream shuffling and repeating on
+  its own (the labeled set is simply repeated across the unlabeled epoch). `streams` maps a key prefix to an
+  iterator; `next()` merges their batches, prefixing each key (e.g. {"": labeled, "u_": unlabeled} ->
+  "image", "label", "u_image", ...). grain's Orbax handler stores a non-`DatasetIterator` state as bytes, so
+  `get_state()` returns JSON bytes of every stream's state and `set_state(bytes)` restores them all.
+  """
+
+  def __init__(self, streams: dict[str, Any]):
+    if not streams:
+      raise ConfigError("ZippedIterator needs at least one stream")
+    self.streams = dict(streams)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Example:
+    out = {}
+    for prefix, it in self.streams.items():
+      for key, value in next(it).items():
+        out[prefix + key] = value
+    return out
+
+  def get_state(self) -> bytes:
+    return json.dumps({prefix: it.get_state() for prefix, it in self.streams.items()}).encode()
+
+  def set_state(self, state: bytes | str) -> None:
+    states = json.loads(state)
+    if sorted(states) != sorted(self.streams):
+      raise DataError(f"data-iterator state has streams {sorted(states)}; this run has {sorted(self.streams)} "
+                      "(was the checkpoint written by a different semi.variant?)")
+    for prefix, it in self.streams.items():
+      it.set_state(states[prefix])
+
+  def start_prefetch(self) -> None:
+    for it in self.streams.values():
+      start = getattr(it, "start_prefetch", None)
+      if start is not None:
+        start()
+
+  def close(self) -> None:
+    for it in self.streams.values():
+      close = getattr(it, "close", None)
+      if close is not None:
+        close()

@@ -9,11 +9,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 from PIL import Image
 
-from maskseg_jax import optim, sharding
+from maskseg_jax import optim, pretrained, sharding
 from maskseg_jax.data import sources
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.evaluate import SegmentationEvaluator
@@ -22,21 +23,37 @@ from maskseg_jax.methods import base
 from maskseg_jax.models import build_model
 
 
+def val_data_config(data_config):
+  """`data` as the val reader sees it: `data.val_name`/`data.val_root`, when set, replace name and root, so a
+  model trained on a relabelled folder is scored on the real val set (every other field is shared)."""
+  if not data_config.get("val_name", ""):
+    return data_config
+  dc = ml_collections.ConfigDict(data_config.to_dict())
+  dc.name, dc.root = data_config.val_name, data_config.get("val_root", "")
+  return dc
+
+
 def load_sources(config):
   """Train and val sources, validated before any step (bad files fail here, naming the file)."""
   dc = config.data
   train_src = sources.build_source(dc, dc.train_split)
-  val_src = sources.build_source(dc, dc.val_split)
+  val_src = sources.build_source(val_data_config(dc), dc.val_split)
   for src in (train_src, val_src):
     sources.validate_source(src, dc.validate_items)
   return train_src, val_src
 
 
 def init_model_state(config, num_classes: int, model: nnx.Module | None = None):
-  """-> (ModelDef, optimizer, initial train state)."""
+  """-> (ModelDef, optimizer, initial train state).
+
+  With `model.init_from` set, every weight but the output layer comes from that run's last checkpoint
+  (fine-tuning, e.g. from selective-masking pretraining); the output layer stays freshly initialized.
+  """
   if model is None:
     rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
     model = build_model(config.model, num_classes, rngs)
+    if config.model.get("init_from", ""):
+      pretrained.load_into(model, config.model.init_from)
   mdef, params, batch_stats = base.split_model(model)
   tx = optim.make_optimizer(config.optim, config.train.steps, params)
   return mdef, tx, base.new_state(params, batch_stats, tx)
