@@ -1,0 +1,207 @@
+"""L-MAE ablations at CPU scale: IPS, Stack Fuse, mask strategies and mask ratios, as one table.
+
+  python experiments/lmae_ablations.py --workdir=runs/lmae_ablations --steps=800 \
+      [--groups=ips,fuse,strategy,ratio] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
+      [--results=experiments/results/lmae_ablations.md]
+
+Every variant is configs/lmae_<dataset>.py (camvid: its `cpu` variant) with one change, trained with the same
+steps, seed and schedule; the default model (IPS, layer fuse, mixed 1:2:2 strategies, ratio 0.5) is the
+shared `baseline` row of every group. Each run is scored on val at its own training ratio with Background-First
+masks (`val/*`, the completion setting) and random masks (`val_random/*`): PA-mIoU (masked pixels only) and
+global mIoU (given + predicted pixels). PA-mIoU of different ratios measures different tasks (more to fill),
+so the ratio group shows a trade-off, not a ranking. Runs live in `<workdir>/<variant>`; a finished run's
+scores are cached in its `ablation.json` (keyed by its whole config), so a rerun only prints the table, and
+experiments/label_augmentation.py reuses the baseline and ratio runs as completion models.
+`--tiny` shrinks everything to a smoke test (16 CamVid images at 1/8 scale or synthetic 32 px scenes, 32 px
+models; with a few --steps the numbers mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GROUPS = ("ips", "fuse", "strategy", "ratio")
+RESULT_FILE = "ablation.json"
+
+# Each variant is the baseline plus these dotted overrides.
+VARIANTS = {
+    "baseline": {},
+    "mask_token": {"model.ips": False},
+    "fuse_insert": {"model.fuse": "insert"},
+    "fuse_direct": {"model.fuse": "direct"},
+    "random_only": {"lmae.strategy_probs": (1, 0, 0)},
+    "bf_only": {"lmae.strategy_probs": (0, 1, 0)},
+    "lf_only": {"lmae.strategy_probs": (0, 0, 1)},
+}
+SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
+            "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
+            "random_only": "Random only", "bf_only": "Background-First only", "lf_only": "Label-First only"}
+
+TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
+    "camvid": {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
+               "data.crop_size": (40, 56), "model.image_size": (32, 40), "data.eval_size": (32, 40),
+               "data.batch_size": 8, "data.eval_batch_size": 8, "data.validate_items": 4, "train.num_images": 1},
+    "synthetic": {"data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
+                  "data.crop_size": (32, 32), "model.image_size": (32, 32), "data.eval_size": (32, 32),
+                  "data.batch_size": 8, "data.eval_batch_size": 8, "data.validate_items": 4, "train.num_images": 1},
+}
+
+
+def ratio_variant(ratio: float) -> str:
+  return "baseline" if abs(ratio - 0.5) < 1e-9 else f"ratio_{ratio:g}"
+
+
+def variant_overrides(name: str) -> dict:
+  if name.startswith("ratio_"):
+    return {"lmae.mask_ratio": float(name[len("ratio_"):])}
+  return dict(VARIANTS[name])
+
+
+def group_variants(group: str, ratios) -> list[str]:
+  if group == "ips":
+    return ["baseline", "mask_token"]
+  if group == "fuse":
+    return ["baseline", "fuse_insert", "fuse_direct"]
+  if group == "strategy":
+    return ["baseline", "random_only", "bf_only", "lf_only"]
+  if group == "ratio":
+    return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
+  raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
+
+
+def load_config(name: str, arg: str | None, overrides: dict):
+  """configs/<name>.py:get_config(arg) with dotted-key overrides, locked again."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config(arg)
+  c.unlock()
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  c.lock()
+  return c
+
+
+def parse_sets(items) -> dict:
+  """`--set key=value` pairs; values are Python literals where they parse, else strings."""
+  out = {}
+  for item in items or ():
+    key, _, text = item.partition("=")
+    try:
+      out[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      out[key] = text
+  return out
+
+
+def variant_config(name: str, dataset: str, steps: int, *, tiny: bool = False, extra: dict | None = None):
+  """configs/lmae_<dataset>.py (camvid: `cpu`) with the shared schedule (one eval and one checkpoint, at the
+  end), `extra` overrides, then the variant's own change."""
+  config_name, arg = ("lmae_camvid", "cpu") if dataset == "camvid" else ("lmae_synthetic", None)
+  o = {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps,
+       "train.log_every": max(1, min(50, steps)), **(TINY[dataset] if tiny else {}), **(extra or {})}
+  return load_config(config_name, arg, {**o, **variant_overrides(name)})
+
+
+def train_variant(config, workdir: str) -> dict:
+  """Trains (or finishes, or reuses) one run; -> {"scalars", "seconds", "reused"}."""
+  from maskseg_jax import train
+  path = os.path.join(workdir, RESULT_FILE)
+  key = config.to_json_best_effort(sort_keys=True)
+  if os.path.isfile(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if saved.get("config") == key:
+      return {"scalars": saved["scalars"], "seconds": saved["seconds"], "reused": True}
+  t = time.perf_counter()
+  scalars = {k: float(v) for k, v in train.run(config, workdir).items()}
+  seconds = time.perf_counter() - t
+  with open(path, "w") as f:
+    json.dump({"config": key, "scalars": scalars, "seconds": seconds}, f, indent=1)
+  return {"scalars": scalars, "seconds": seconds, "reused": False}
+
+
+METRICS = (("val/pa_miou", "PA-mIoU BF"), ("val/miou", "mIoU BF"), ("val_random/pa_miou", "PA-mIoU random"),
+           ("val_random/miou", "mIoU random"))
+
+
+def setting_of(name: str) -> str:
+  return f"mask ratio {name[len('ratio_'):]}" if name.startswith("ratio_") else SETTINGS[name]
+
+
+def table(groups: dict, runs: dict) -> str:
+  head = ["group", "variant", "setting"] + [label for _, label in METRICS] + ["train s"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for group, names in groups.items():
+    for name in names:
+      s = runs[name]["scalars"]
+      cells = [group, name, setting_of(name)]
+      cells += [f"{100 * s[key]:.1f}" if key in s else "-" for key, _ in METRICS]
+      cells.append(f"{runs[name]['seconds']:.0f}")
+      lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def setup_jax(xla_cache: str) -> None:
+  import jax
+  if xla_cache:
+    jax.config.update("jax_compilation_cache_dir", xla_cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def main(argv=None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--workdir", required=True)
+  ap.add_argument("--steps", type=int, default=800)
+  ap.add_argument("--groups", default=",".join(GROUPS))
+  ap.add_argument("--ratios", default="0.6,0.75", help="ratio group: ratios besides the baseline's 0.5")
+  ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
+  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                  help="extra dotted config override for every variant (repeatable)")
+  ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
+  ap.add_argument("--results", default="", help="also write the markdown (command on top) to this file")
+  ap.add_argument("--xla_cache", default=os.path.join(tempfile.gettempdir(), "maskseg_jax_xla_cache"),
+                  help="persistent compilation cache ('' = off)")
+  args = ap.parse_args(argv)
+  setup_jax(args.xla_cache)
+  ratios = [float(r) for r in args.ratios.split(",") if r]
+  groups = {g: group_variants(g, ratios) for g in args.groups.split(",") if g}
+  extra = parse_sets(args.set)
+  start = time.perf_counter()
+  runs = {}
+  for names in groups.values():
+    for name in names:
+      if name not in runs:  # the baseline is trained once and shown in every group
+        config = variant_config(name, args.dataset, args.steps, tiny=args.tiny, extra=extra)
+        runs[name] = train_variant(config, os.path.join(args.workdir, name))
+  markdown = table(groups, runs)
+  command = " ".join(["python experiments/lmae_ablations.py"] + list(argv if argv is not None else sys.argv[1:]))
+  report = {"command": command, "dataset": args.dataset, "steps": args.steps, "tiny": args.tiny, "groups": groups,
+            "runs": runs, "seconds": time.perf_counter() - start, "markdown": markdown}
+  print(markdown)
+  os.makedirs(args.workdir, exist_ok=True)
+  with open(os.path.join(args.workdir, "lmae_ablations.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  with open(os.path.join(args.workdir, "lmae_ablations.md"), "w") as f:
+    f.write(markdown + "\n")
+  if args.results:
+    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+    with open(args.results, "w") as f:
+      f.write(f"# L-MAE ablations\n\n```\n{command}\n```\n\n{markdown}\n")
+  return report
+
+
+if __name__ == "__main__":
+  main()

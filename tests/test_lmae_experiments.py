@@ -1,0 +1,145 @@
+"""The L-MAE experiment scripts at a minuscule CamVid scale: ablation table, reuse, label augmentation.
+
+The ablation run is shared: label augmentation reuses its baseline as the completion model, as the real
+experiment does. Both read CamVid and must leave every file of it untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+
+import fixtures
+import jax
+import numpy as np
+import pytest
+
+from maskseg_jax.data.sources import CAMVID_DEFAULT_ROOT, read_label
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_camvid = pytest.mark.skipif(not os.path.isdir(CAMVID_DEFAULT_ROOT),
+                                  reason="../shared/data/camvid is not beside the checkout")
+
+
+def load_experiment(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "experiments", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def camvid_snapshot() -> dict:
+  """Every file under the CamVid root: size and mtime; labels and split files also by content."""
+  out = {}
+  for folder, _, files in os.walk(CAMVID_DEFAULT_ROOT):
+    for f in files:
+      path = os.path.join(folder, f)
+      st = os.stat(path)
+      digest = hashlib.sha1(open(path, "rb").read()).hexdigest() if f.endswith((".png", ".txt")) else ""
+      out[os.path.relpath(path, CAMVID_DEFAULT_ROOT)] = (st.st_size, st.st_mtime_ns, digest)
+  return out
+
+
+def cache_flag() -> str:
+  return f"--xla_cache={jax.config.jax_compilation_cache_dir or ''}"
+
+
+@pytest.fixture(scope="module")
+def ablation(tmp_path_factory):
+  """The ablation script on 16 CamVid images, groups `ips` and `ratio` (ratio: only the shared baseline)."""
+  before = camvid_snapshot()
+  workdir = str(tmp_path_factory.mktemp("ablations"))
+  results = os.path.join(workdir, "results", "ablations.md")
+  report = load_experiment("lmae_ablations").main([
+      f"--workdir={workdir}", "--dataset=camvid", "--tiny", "--steps=2", "--groups=ips,ratio", "--ratios=",
+      f"--results={results}", cache_flag()])
+  return {"workdir": workdir, "report": report, "results": results, "camvid": before}
+
+
+@needs_camvid
+def test_ablation_table_shares_the_baseline(ablation):
+  report = ablation["report"]
+  assert report["groups"] == {"ips": ["baseline", "mask_token"], "ratio": ["baseline"]}
+  assert set(report["runs"]) == {"baseline", "mask_token"}  # the baseline is trained once
+  for run in report["runs"].values():
+    s = run["scalars"]
+    for key in ("val/pa_miou", "val/miou", "val_random/pa_miou", "val_random/miou"):
+      assert 0.0 <= s[key] <= 1.0, (key, s)
+    assert not run["reused"] and run["seconds"] > 0
+  lines = report["markdown"].splitlines()
+  assert lines[0].startswith("| group | variant | setting | PA-mIoU BF | mIoU BF | PA-mIoU random |")
+  assert [line.split(" | ")[:2] for line in lines[2:]] == [["| ips", "baseline"], ["| ips", "mask_token"],
+                                                           ["| ratio", "baseline"]]
+  assert all(line.count("|") == 9 for line in lines)
+  md = open(ablation["results"]).read()
+  assert "--groups=ips,ratio" in md and report["markdown"] in md
+  config = json.load(open(os.path.join(ablation["workdir"], "mask_token", "config.json")))
+  assert config["model"]["ips"] is False and config["train"]["steps"] == 2
+
+
+@needs_camvid
+def test_ablation_rerun_reuses_finished_runs(ablation):
+  again = load_experiment("lmae_ablations").main([
+      f"--workdir={ablation['workdir']}", "--dataset=camvid", "--tiny", "--steps=2", "--groups=ips,ratio",
+      "--ratios=", "--xla_cache="])
+  assert all(run["reused"] for run in again["runs"].values())
+  assert again["markdown"].splitlines()[2:] == ablation["report"]["markdown"].splitlines()[2:]
+
+
+@needs_camvid
+def test_label_augmentation_degrades_completes_and_trains(ablation, tmp_path):
+  report = load_experiment("label_augmentation").main([
+      f"--workdir={tmp_path}", "--dataset=camvid", "--tiny", f"--lmae_root={ablation['workdir']}",
+      "--lmae_steps=2", "--ratios=0.5", "--seg_steps=2", "--models=fcn", cache_flag()])
+  assert report["lmae"]["0.5"]["reused"]  # the ablation's baseline completes the labels
+  degraded, completed = tmp_path / "data" / "degraded" / "labels", tmp_path / "data" / "completed" / "labels"
+  names = sorted(os.listdir(degraded))
+  assert len(names) == 16 and sorted(os.listdir(completed)) == names
+  assert len(os.listdir(tmp_path / "data" / "completed" / "images")) == 16
+  # 1/8 scale: 16 px tiles at the training scale are 128 px tiles in the 360x480 files.
+  assert report["degrade"]["patch"] == 128 and report["degrade"]["to"] == 255
+  for name in names[:4]:
+    truth = read_label(os.path.join(CAMVID_DEFAULT_ROOT, "SegmentationClass", name))
+    d, c = read_label(degraded / name), read_label(completed / name)
+    tiles = [(y, x) for y in range(0, 360, 128) for x in range(0, 480, 128)]
+    voided = [t for t in tiles if (d[t[0]:t[0] + 128, t[1]:t[1] + 128] == 255).all()
+              and (truth[t[0]:t[0] + 128, t[1]:t[1] + 128] != 255).any()]
+    assert len(voided) == 6  # half of the 12 tiles (each holds some labelled pixel)
+    kept = d != 255
+    assert np.array_equal(d[kept], truth[kept]) and np.array_equal(c[kept], d[kept])
+  q = report["label_quality"]
+  assert q["completed"]["void_fraction"] < q["degraded"]["void_fraction"]
+  for k in ("degraded", "completed"):
+    assert 0.0 <= q[k]["miou"] <= 1.0 and 0.0 <= q[k]["pixel_acc"] <= 1.0
+  comp = report["completion"]
+  assert comp["files"] == 16 and comp["changed_pixels"] > 0 and 0.0 <= comp["changed_correct_fraction"] <= 1.0
+  assert set(report["segmenters"]) == {"fcn_degraded", "fcn_completed", "fcn_full"}
+  for run in report["segmenters"].values():
+    assert 0.0 <= run["scalars"]["val/miou"] <= 1.0
+  # The folder-trained runs validate on the real CamVid val split, by name.
+  config = json.loads(json.load(open(tmp_path / "fcn_completed" / "ablation.json"))["config"])
+  assert (config["data"]["name"], config["data"]["val_name"]) == ("folder", "camvid")
+  assert any(k.startswith("val/iou/road") for k in report["segmenters"]["fcn_completed"]["scalars"])
+  lines = report["markdown"].splitlines()
+  assert lines[0] == ("| training labels | FCN val mIoU | labels mIoU vs truth | labels pixel acc | "
+                      "labels void % |")
+  assert [line.split(" | ")[0] for line in lines[2:5]] == ["| degraded", "| completed", "| full"]
+  assert lines[-1].startswith("Completion: 16 labels")
+  assert camvid_snapshot() == ablation["camvid"]
+
+
+def test_val_name_reads_val_from_another_dataset(tmp_path):
+  from maskseg_jax import config_checks
+  from maskseg_jax.errors import ConfigError
+  from maskseg_jax.methods import segmentation
+  fixtures.make_folder_fixture(tmp_path, n=3, num_classes=6)
+  c = fixtures.load_config("configs/supervised_synthetic.py", None, **{
+      "data.name": "folder", "data.root": str(tmp_path), "data.val_name": "synthetic",
+      "data.synthetic.num_val": 5})
+  train_src, val_src = segmentation.load_sources(c)
+  assert (train_src.name, len(train_src)) == ("folder", 3) and (val_src.name, len(val_src)) == ("synthetic", 5)
+  c2 = fixtures.load_config("configs/supervised_synthetic.py", None, **{"data.val_name": "nope"})
+  with pytest.raises(ConfigError, match="data.val_name"):
+    config_checks.check_dataset_name(c2)
