@@ -1,0 +1,67 @@
+"""Semi-supervised CamVid (11 classes, ../shared/data/camvid): 1/8 of the 367 train images labeled (46), the rest
+unlabeled, split files generated into the workdir (the dataset folder is read-only).
+
+  python -m maskseg_jax.main --config=configs/semi_camvid.py:unimatch --workdir=/tmp/camvid_unimatch
+  python -m maskseg_jax.main --config=configs/semi_camvid.py:cpu_unimatch --workdir=/tmp/camvid_cpu_unimatch
+  python experiments/semi_camvid.py        # every cpu_ variant with the same labeled images and schedule
+
+arg: `[cpu_]<variant>`, variant one of supervised | fixmatch | unimatch | s4mim | maskmatch | all (default
+unimatch). Full size: DeepLabV3+ ResNet-50 at 352x480 crops, 80 epochs of the unlabeled set (3200 steps of 8+8).
+`cpu_`: CamVid scaled by 0.25 (90x120), 72x96 crops, ResNet-18 width 0.25, 300 steps (a few minutes per variant on
+2 cores). Expected `cpu_` val mIoU (experiments/semi_camvid.py, README results table): about 0.2-0.3 at 300
+steps, with the semi-supervised variants not reliably ahead of supervised-only at that budget: pseudo-labels of
+so small and short-trained a model are rarely confident. The full-size run is where the paper's gains apply.
+"""
+
+from maskseg_jax.config_base import base_config
+from maskseg_jax.methods.semi_config import add_semi_section
+
+CAMVID_TRAIN = 367  # images in ImageSets/Segmentation/train.txt
+LABELED_FRACTION = 1 / 8
+
+
+def steps_for(epochs: int, batch: int) -> int:
+  """UniMatch's schedule: an epoch is one pass over the unlabeled set (the labeled set repeats within it)."""
+  labeled = max(1, round(CAMVID_TRAIN * LABELED_FRACTION))
+  return epochs * ((CAMVID_TRAIN - labeled) // batch)
+
+
+def get_config(arg: str | None = None):
+  arg = arg or "unimatch"
+  cpu = arg.startswith("cpu")
+  variant = arg[len("cpu_"):] if cpu else arg
+  c = base_config()
+  c.method = "semi_supervised"
+  c.data.name = "camvid"
+  c.data.root = ""  # default: ../shared/data/camvid beside the checkout
+  c.data.num_classes = 11
+  c.model.name = "deeplabv3plus"
+  if cpu:
+    c.data.image_scale = 0.25          # 360x480 -> 90x120 before augmentation
+    c.data.crop_size = (72, 96)
+    c.data.eval_size = (96, 120)
+    c.data.batch_size = 8
+    c.data.eval_batch_size = 16
+    c.model.backbone = "resnet18"
+    c.model.width = 0.25
+    c.optim.lr = 0.05
+    c.optim.head_lr_mult = 1.0
+    c.train.steps = 300
+    c.train.log_every = 25
+    c.train.eval_every = 150
+    c.train.checkpoint_every = 150
+    patch = 8                          # ~9x12 patches per crop, as 32 px patches on a 321 crop
+  else:
+    c.data.crop_size = (352, 480)
+    c.data.eval_size = (360, 480)
+    c.data.batch_size = 8
+    c.model.backbone = "resnet50"
+    c.optim.lr = 0.01
+    c.train.steps = steps_for(80, c.data.batch_size)
+    c.train.eval_every = 400
+    c.train.checkpoint_every = 400
+    patch = 32
+  add_semi_section(c, variant, labeled_fraction=LABELED_FRACTION, unlabeled_split="train", tau=0.95,
+                   mim_patch=patch, mask_patch=patch)
+  c.lock()
+  return c

@@ -1,0 +1,109 @@
+"""CPU-sized CamVid comparison of the semi-supervised variants, all with the same labeled images and schedule.
+
+  python experiments/semi_camvid.py --workdir=/tmp/semi_camvid [--steps=240] [--variants=supervised,unimatch]
+
+Each variant is `configs/semi_camvid.py:cpu_<variant>` run through `train.run` with one shared split folder (so
+every variant reads the identical 1/8 labeled split), the same seed, steps and learning-rate schedule, evaluated
+once at the end on the full val split. Prints the results as JSON, then as a markdown table of val mIoU. A
+variant whose workdir already holds the final checkpoint is only re-evaluated, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import time
+
+from maskseg_jax import train
+from maskseg_jax.data import semi_streams
+
+VARIANTS = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
+LABELS = {"supervised": "supervised only", "fixmatch": "FixMatch", "unimatch": "UniMatch",
+          "s4mim": "UniMatch + S4MIM", "maskmatch": "UniMatch + MaskMatch", "all": "UniMatch + S4MIM + MaskMatch"}
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "semi_camvid.py")
+
+
+def load_config(arg: str):
+  spec = importlib.util.spec_from_file_location("semi_camvid_config", CONFIG)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+def variant_config(variant: str, args, workdir: str):
+  c = load_config(f"cpu_{variant}")
+  c.unlock()
+  c.train.steps = args.steps
+  c.train.eval_every = args.steps          # one eval, at the end
+  c.train.checkpoint_every = args.steps
+  c.train.log_every = max(1, min(25, args.steps))
+  c.semi.split_dir = os.path.join(workdir, "splits")  # shared by every variant: identical labeled images
+  if args.crop:
+    c.data.crop_size = tuple(int(s) for s in args.crop.split(","))
+  if args.image_scale:
+    c.data.image_scale = args.image_scale
+    c.data.eval_resize = True
+  if args.max_eval_images:
+    c.data.max_eval_images = args.max_eval_images
+  if args.batch:
+    c.data.batch_size = args.batch
+  if args.validate_items:
+    c.data.validate_items = args.validate_items
+  c.lock()
+  return c
+
+
+def last_train_metrics(workdir: str) -> dict:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  rows = [json.loads(line) for line in open(path)]
+  rows = [r for r in rows if r.get("split") == "train"]
+  return rows[-1] if rows else {}
+
+
+def markdown(results: list[dict], args) -> str:
+  lines = [f"CamVid val mIoU, 1/8 labeled ({results[0]['labeled']} images), {args.steps} steps "
+           f"(`configs/semi_camvid.py:cpu_*`)", "",
+           "| method | val mIoU | pixel acc | conf. pixels (last log) | train s |", "|---|---|---|---|---|"]
+  for r in results:
+    conf = "-" if r["conf_frac"] is None else f"{r['conf_frac']:.2f}"
+    lines.append(f"| {r['method']} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {conf} | {r['seconds']:.0f} |")
+  return "\n".join(lines)
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--workdir", default="/tmp/semi_camvid")
+  ap.add_argument("--steps", type=int, default=240)
+  ap.add_argument("--variants", default=",".join(VARIANTS))
+  ap.add_argument("--crop", default="", help="h,w of training crops (default: the config's 72,96)")
+  ap.add_argument("--image_scale", type=float, default=0.0, help="override data.image_scale (smoke tests)")
+  ap.add_argument("--max_eval_images", type=int, default=0, help="0: the whole val split")
+  ap.add_argument("--batch", type=int, default=0, help="labeled (= unlabeled) batch size (default: the config's)")
+  ap.add_argument("--validate_items", type=int, default=0, help="items decoded per split before training "
+                  "(default: the config's)")
+  args = ap.parse_args()
+  results = []
+  for variant in args.variants.split(","):
+    workdir = os.path.join(args.workdir, variant)
+    config = variant_config(variant, args, args.workdir)
+    start = time.perf_counter()
+    scalars = train.run(config, workdir)
+    seconds = time.perf_counter() - start
+    labeled_file, _ = semi_streams.resolve_splits(config, workdir)
+    with open(labeled_file) as f:
+      labeled = sum(1 for line in f if line.strip())
+    last = last_train_metrics(workdir)
+    results.append(dict(variant=variant, method=LABELS[variant], miou=scalars["val/miou"],
+                        pixel_acc=scalars["val/pixel_acc"], conf_frac=last.get("conf_frac"),
+                        final_loss=last.get("loss"), steps=args.steps, labeled=labeled, seconds=round(seconds, 1),
+                        workdir=workdir))
+  print(json.dumps(dict(experiment="semi_camvid", results=results), indent=1))
+  print(markdown(results, args))
+
+
+if __name__ == "__main__":
+  main()

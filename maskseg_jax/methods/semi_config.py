@@ -1,0 +1,81 @@
+"""The `config.semi` section: one schema for every semi-supervised variant, presets by name.
+
+FixMatch, UniMatch, UniMatch+S4MIM, UniMatch+MaskMatch, all of them, and the supervised-only baseline are the
+same trainer with loss terms switched on or off by weight (0 = off, and the term's work is not traced), so an
+ablation is a config and any field can still be overridden on the command line. Presets are applied when a
+config file builds the section (its arg names the variant); `semi.variant` records which preset that was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from maskseg_jax.config_base import add_section
+from maskseg_jax.data.strong_augment import StrongAugConfig
+from maskseg_jax.errors import ConfigError
+
+# UniMatch (CVPR 2023) as the base: L = scale * (w_x L_x + w_s1 L_s1 + w_s2 L_s2 + w_fp L_fp) + extra terms.
+DEFAULTS = dict(
+    variant="unimatch",          # the preset these values came from (set by the config's arg)
+    unlabeled_split="train",     # split / slice `train[64:]` / split file of the unlabeled images
+    labeled_fraction=0.0,        # > 0: partition data.train_split into labeled/unlabeled split files written to
+                                 # split_dir (a fraction < 1 or a count >= 1); 0: use data.train_split and
+                                 # unlabeled_split as given
+    split_seed=0,                # seed of the generated partition (nested across fractions)
+    split_dir="",                # where generated split files go ("": <workdir>/splits)
+    tau=0.95,                    # confidence threshold of pseudo-labels (VOC 0.95, Cityscapes 0)
+    scale=0.5,                   # UniMatch's "/ 2" over the four consistency terms below
+    w_x=1.0,                     # labeled CE (or OHEM CE)
+    w_s1=0.25,                   # strong view 1 (CutMix-ed) vs weak pseudo-labels
+    w_s2=0.25,                   # strong view 2 (CutMix-ed)
+    w_fp=0.5,                    # feature-perturbed weak view
+    fp_dropout=0.5,              # Dropout2d rate of the feature perturbation (low and high features)
+    ohem=False,                  # OHEM for L_x (Cityscapes)
+    ohem_thresh=0.7,
+    ohem_min_kept=200000,
+    # S4MIM (added to the total outside `scale`)
+    l_rec=0.0,                   # class-wise masked reconstruction (MSE on norm-pix targets)
+    l_agg=0.0,                   # class-wise mask-induced feature aggregation (cosine to EMA prototypes)
+    l_sem=0.0,                   # MIM in semantic space (masked view vs unmasked pseudo-labels)
+    mim_ratio=0.5,               # patch mask ratio of the S4MIM masked view (our choice)
+    mim_patch=32,                # mask patch size in pixels (32 at crop 321; our choice); also the norm-pix block
+    proto_momentum=0.99,         # prototype memory EMA (our choice)
+    # MaskMatch (added outside `scale`)
+    l_mask=0.0,                  # masked student view vs the teacher's pseudo-label of the complete image
+    mask_ratio=0.7,              # 30% of patches visible
+    mask_patch=32,
+    ensemble_scales=(),          # teacher softmax averaged over these scales (eval-mode BN); (): pseudo-labels
+                                 # from the weak branch of the training forward, as UniMatch
+    ema_decay=0.0,               # > 0: an EMA teacher (params and BN statistics) in state["extra"]["teacher"]
+    teacher_batch_stats=True,    # teacher passes normalize with batch statistics (update discarded), as the
+                                 # weak branch does; False: eval mode on running statistics
+)
+
+_S4MIM = dict(l_rec=1.0, l_agg=1.0, l_sem=0.5)
+_MASKMATCH = dict(l_mask=1.0, ensemble_scales=(0.75, 1.0, 1.25))
+VARIANTS = {
+    "supervised": dict(w_s1=0.0, w_s2=0.0, w_fp=0.0, scale=1.0),
+    "fixmatch": dict(w_s1=1.0, w_s2=0.0, w_fp=0.0),
+    "unimatch": {},
+    "s4mim": _S4MIM,
+    "maskmatch": _MASKMATCH,
+    "all": {**_S4MIM, **_MASKMATCH},
+}
+
+
+def add_semi_section(config: ml_collections.ConfigDict, variant: str = "unimatch",
+                     **overrides) -> ml_collections.ConfigDict:
+  """Adds `config.semi` with the preset `variant` (a key of VARIANTS) and then `overrides` applied."""
+  if variant not in VARIANTS:
+    raise ConfigError(f"semi variant {variant!r} is unknown; expected one of {sorted(VARIANTS)}")
+  values = dict(DEFAULTS)
+  values.update({f.name: f.default for f in dataclasses.fields(StrongAugConfig)})  # strong-view knobs
+  values.update(VARIANTS[variant])
+  values["variant"] = variant
+  unknown = sorted(set(overrides) - set(values))
+  if unknown:
+    raise ConfigError(f"unknown config.semi fields {unknown}; known: {sorted(values)}")
+  values.update(overrides)
+  return add_section(config, "semi", **values)

@@ -1,0 +1,345 @@
+"""Semi-supervised segmentation: UniMatch weak-to-strong consistency with optional S4MIM and MaskMatch terms.
+
+One pure train step whose loss terms are switched by `config.semi` weights (see `semi_config.py`):
+
+  L = scale * (w_x L_x + w_s1 L_s1 + w_s2 L_s2 + w_fp L_fp) + l_rec L_rec + l_agg L_agg + l_sem L_sem
+      + l_mask L_mask
+
+Forward passes (train-mode BN), one per kind of input so BN statistics are not mixed with masked images:
+(1) labeled + weak views through the encoder, the decoder run on clean and, for the weak part, channel-dropped
+(low, high) features; (2) both CutMix-ed strong views; (3) the masked weak views (S4MIM and MaskMatch, when on),
+whose BN running-statistics update is discarded, so eval-mode statistics describe unmasked images only.
+Pseudo-labels come from the weak branch of (1) under stop-gradient, or, when `ensemble_scales` or `ema_decay` is
+set, from separate teacher passes of the student's (or the EMA teacher's) weights, averaged over scales
+(MaskMatch); those labels then drive every unsupervised term. BN in teacher passes: each pass's batch
+statistics with the update discarded (`teacher_batch_stats`, the default: what the weak branch does), or eval
+mode on running statistics. Prototypes (S4MIM) and the EMA teacher live in `state["extra"]`, are updated
+outside the gradient and are checkpointed with the state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from maskseg_jax import optim, pretrained
+from maskseg_jax.data import semi_streams
+from maskseg_jax.errors import ConfigError
+from maskseg_jax.losses import consistency as cons
+from maskseg_jax.losses import feature as feat
+from maskseg_jax.losses import segmentation as seg_losses
+from maskseg_jax.masking.random_patches import apply_pixel_mask, random_patch_mask
+from maskseg_jax.methods import base, segmentation
+from maskseg_jax.methods.ensemble import multiscale_probs
+from maskseg_jax.models import build_model
+from maskseg_jax.models.mim_heads import ClassWiseReconstruction, norm_pix_target
+from maskseg_jax.models.resnet import logits_at
+
+FEATURE_STRIDE = 4  # DeepLabV3+'s fused map; the reconstruction heads pixel-shuffle it back to full size
+U = semi_streams.UNLABELED_PREFIX
+
+
+class SemiModel(nnx.Module):
+  """The segmenter plus S4MIM's class-wise reconstruction heads, so one optimizer sees every trained weight.
+
+  Calling it is calling the segmenter, so evaluators and prediction treat it as any segmentation model.
+  """
+
+  def __init__(self, segmenter: nnx.Module, rec_head: ClassWiseReconstruction | None = None):
+    self.segmenter = segmenter
+    self.rec_head = rec_head
+
+  def __call__(self, x, *, train: bool):
+    return self.segmenter(x, train=train)
+
+
+@dataclasses.dataclass(frozen=True)
+class Terms:
+  """The static switches and constants of the step, read once from `config.semi`."""
+  num_classes: int
+  ignore_label: int
+  tau: float
+  scale: float
+  w_x: float
+  w_s1: float
+  w_s2: float
+  w_fp: float
+  fp_dropout: float
+  ohem: bool
+  ohem_thresh: float
+  ohem_min_kept: int
+  l_rec: float
+  l_agg: float
+  l_sem: float
+  mim_ratio: float
+  mim_patch: int
+  proto_momentum: float
+  l_mask: float
+  mask_ratio: float
+  mask_patch: int
+  ensemble_scales: tuple[float, ...]
+  ema_decay: float
+  teacher_batch_stats: bool
+
+  @classmethod
+  def from_config(cls, config) -> Terms:
+    sc = config.semi
+    names = {f.name for f in dataclasses.fields(cls)} - {"num_classes", "ignore_label"}
+    values = {n: sc[n] for n in names}
+    values["ensemble_scales"] = tuple(float(s) for s in sc.ensemble_scales)
+    terms = cls(num_classes=int(config.data.num_classes), ignore_label=int(config.data.ignore_label), **values)
+    terms.validate()
+    return terms
+
+  def validate(self) -> None:
+    weights = ("w_x", "w_s1", "w_s2", "w_fp", "l_rec", "l_agg", "l_sem", "l_mask")
+    negative = [w for w in weights if getattr(self, w) < 0]
+    if negative:
+      raise ConfigError(f"config.semi weights {negative} are negative; expected >= 0 (0 switches a term off)")
+    for name in ("mim_ratio", "mask_ratio"):
+      if not 0.0 < getattr(self, name) < 1.0:
+        raise ConfigError(f"config.semi.{name}={getattr(self, name)}; expected a ratio in (0, 1)")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ConfigError(f"config.semi.ema_decay={self.ema_decay}; expected 0 (off) or a decay in (0, 1)")
+    if not 0.0 <= self.fp_dropout < 1.0:
+      raise ConfigError(f"config.semi.fp_dropout={self.fp_dropout}; expected a rate in [0, 1)")
+
+  @property
+  def s4mim(self) -> bool:
+    return self.l_rec > 0 or self.l_agg > 0 or self.l_sem > 0
+
+  @property
+  def unlabeled(self) -> bool:
+    return self.w_s1 > 0 or self.w_s2 > 0 or self.w_fp > 0 or self.s4mim or self.l_mask > 0
+
+  @property
+  def teacher_pass(self) -> bool:
+    return bool(self.ensemble_scales) or self.ema_decay > 0
+
+
+def _mean(pair):
+  total, count = pair
+  return total / jnp.maximum(count, 1.0)
+
+
+def _join(arrays):
+  """Equal-size batches -> one batch, interleaved (a0, b0, a1, b1, ...) rather than concatenated.
+
+  Batch statistics do not depend on the order, and interleaving keeps every device's rows on that device
+  under batch sharding (stack on a new axis 1, merge it into the batch axis), where a concatenation followed
+  by slicing would move rows between devices in every pass forward and backward.
+  """
+  if len(arrays) == 1:
+    return arrays[0]
+  x = jnp.stack(arrays, axis=1)
+  return x.reshape((-1,) + x.shape[2:])
+
+
+def _unjoin(x, n: int):
+  """Inverse of `_join` for `n` batches."""
+  if n == 1:
+    return [x]
+  x = x.reshape((-1, n) + x.shape[1:])
+  return [x[:, i] for i in range(n)]
+
+
+def _teacher_probs(mdef: base.ModelDef, state: dict, images, key, terms: Terms):
+  """Teacher softmax averaged over `ensemble_scales` (just 1.0 for a plain EMA teacher), gradient stopped.
+
+  With `teacher_batch_stats` the teacher normalizes with each pass's own batch statistics, as the weak branch
+  of the training forward does (FixMatch style), and its statistics update is discarded; otherwise it runs in
+  eval mode on the running statistics, which are far off during the first steps of a from-scratch model.
+  """
+  src = state["extra"]["teacher"] if terms.ema_decay > 0 else state
+  teacher = mdef.merge(src["params"], src["batch_stats"])
+  if terms.teacher_batch_stats:
+    base.reseed_dropout(teacher, key)
+  train = terms.teacher_batch_stats
+  probs = multiscale_probs(lambda im: teacher(im, train=train), images, terms.ensemble_scales or (1.0,))
+  return jax.lax.stop_gradient(probs)
+
+
+def _ema(old, new, decay: float):
+  return jax.tree.map(lambda o, n: (decay * o + (1.0 - decay) * n).astype(o.dtype), old, new)
+
+
+def _labeled_loss(logits, labels, terms: Terms):
+  if terms.ohem:
+    return _mean(cons.ohem_ce(logits, labels, terms.ohem_thresh, terms.ohem_min_kept, terms.ignore_label))
+  return _mean(seg_losses.cross_entropy(logits, labels, ignore_label=terms.ignore_label))
+
+
+def _s4mim_losses(model: SemiModel, fea, u_w, pixel_mask, yhat, conf, ignore, memory, terms: Terms, out: dict):
+  """Reconstruction, aggregation and prototype update from the masked view's fused features `fea`."""
+  hw = u_w.shape[1:3]
+  fhw = fea.shape[1:3]
+  if fhw[0] * FEATURE_STRIDE < hw[0] or fhw[1] * FEATURE_STRIDE < hw[1]:
+    raise ConfigError(f"the decoder's fused map {fhw} is not at stride {FEATURE_STRIDE} of the crop {hw}; S4MIM "
+                      "needs a DeepLabV3+-style stride-4 decoder")
+  y_s, c_s, ig_s, m_s = (feat.resize_nearest(a, fhw) for a in (yhat, conf, ignore, pixel_mask))
+  new_memory = None
+  if terms.l_rec > 0:
+    onehot = jax.nn.one_hot(y_s, terms.num_classes, dtype=fea.dtype)
+    rec = model.rec_head(fea, onehot)[:, :hw[0], :hw[1]]
+    target = norm_pix_target(u_w, terms.mim_patch)
+    out["loss_rec"] = _mean(cons.masked_mse(rec, target, pixel_mask & ~ignore))
+  if terms.l_agg > 0:
+    proto_sum, weight_sum = feat.class_prototypes(fea, y_s, c_s, ~m_s & ~ig_s, terms.num_classes, tau=terms.tau)
+    new_memory = feat.ema_update(memory, proto_sum, weight_sum, terms.proto_momentum)
+    out["loss_agg"] = _mean(feat.aggregation_loss(fea, y_s, c_s, m_s & ~ig_s, new_memory, tau=terms.tau))
+    out["proto_classes"] = jnp.sum(weight_sum > 0).astype(jnp.float32)
+  return new_memory
+
+
+def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, terms: Terms):
+  """-> (total loss, per-term metrics, new prototype memory or None). Pure in the model's parameters."""
+  seg = model.segmenter
+  x, y = batch["image"], batch["label"]
+  hw = x.shape[1:3]
+  out = {}
+  if not terms.unlabeled:
+    out["loss_x"] = _labeled_loss(seg(x, train=True), y, terms)
+    return terms.scale * terms.w_x * out["loss_x"], out, None
+
+  u_w, ignore = batch[U + "image"], batch[U + "ignore_mask"]
+  bu = u_w.shape[0]
+  if x.shape[0] != bu:
+    raise ConfigError(f"labeled batch {x.shape[0]} != unlabeled batch {bu}; the streams use the same batch size")
+  # (1) labeled + weak, the decoder also run on channel-dropped weak features (UniMatch's FP branch).
+  low, high = seg.encode(_join([x, u_w]), train=True)
+  fp = terms.w_fp > 0
+  if fp:
+    (low_x, low_u), (high_x, high_u) = _unjoin(low, 2), _unjoin(high, 2)
+    low = _join([low_x, low_u, cons.channel_dropout(low_u, keys["fp_low"], terms.fp_dropout)])
+    high = _join([high_x, high_u, cons.channel_dropout(high_u, keys["fp_high"], terms.fp_dropout)])
+  logits = logits_at(seg.classify(seg.decode(low, high, train=True)), hw)
+  logits_x, logits_w, *rest = _unjoin(logits, 3 if fp else 2)
+  out["loss_x"] = _labeled_loss(logits_x, y, terms)
+  if teacher_probs is None:
+    yhat, conf = cons.pseudo_labels(logits_w)
+  else:
+    yhat, conf = cons.pseudo_labels_from_probs(teacher_probs)
+  num, den = cons.confident_fraction(conf, ignore, terms.tau)
+  out["conf_frac"] = num / jnp.maximum(den, 1.0)
+  if fp:
+    out["loss_fp"] = _mean(cons.confident_ce(rest[0], yhat, conf, ignore, terms.tau))
+
+  # (2) strong views, each with the partner's strong view pasted inside its CutMix box.
+  partner = cons.roll_partner(bu)
+  views, targets, names = [], [], []
+  for i, w in ((1, terms.w_s1), (2, terms.w_s2)):
+    if w > 0:
+      box = batch[f"{U}cutmix_box{i}"]
+      views.append(cons.cutmix_mix(batch[f"{U}image_s{i}"], box, partner))
+      targets.append(cons.cutmix_targets(yhat, conf, ignore, box, partner))
+      names.append(f"loss_s{i}")
+  if views:
+    logits_s = _unjoin(seg(_join(views), train=True), len(views))
+    for name, lg, (t_y, t_c, t_ig) in zip(names, logits_s, targets):
+      out[name] = _mean(cons.confident_ce(lg, t_y, t_c, t_ig, terms.tau))
+
+  # (3) masked weak views: S4MIM (features + semantic CE) and MaskMatch (segmentation of a 70%-masked view).
+  new_memory = None
+  masks = []
+  if terms.s4mim:
+    masks.append(random_patch_mask(keys["mim"], bu, hw[0], hw[1], terms.mim_patch, terms.mim_ratio))
+  if terms.l_mask > 0:
+    masks.append(random_patch_mask(keys["mask"], bu, hw[0], hw[1], terms.mask_patch, terms.mask_ratio))
+  if masks:
+    masked = _join([apply_pixel_mask(u_w, m) for m in masks])
+    # Normalized with its own batch statistics, but the running statistics (used at eval on clean images)
+    # must not absorb those of masked images: a 70%-zero batch drags them far off (eval mIoU collapses).
+    running = jax.tree.map(lambda v: v, nnx.state(seg, nnx.BatchStat))
+    fea_all = seg.decode(*seg.encode(masked, train=True), train=True)
+    nnx.update(seg, running)
+    logits_m = _unjoin(logits_at(seg.classify(fea_all), hw), len(masks))
+    if terms.s4mim:
+      if terms.l_sem > 0:
+        out["loss_sem"] = _mean(cons.confident_ce(logits_m[0], yhat, conf, ignore, terms.tau))
+      memory = state["extra"].get("prototypes")
+      new_memory = _s4mim_losses(model, _unjoin(fea_all, len(masks))[0], u_w, masks[0], yhat, conf, ignore, memory, terms, out)
+    if terms.l_mask > 0:
+      out["loss_mask"] = _mean(cons.confident_ce(logits_m[-1], yhat, conf, ignore, terms.tau))
+
+  weights = dict(loss_s1=terms.w_s1, loss_s2=terms.w_s2, loss_fp=terms.w_fp)
+  total = terms.scale * (terms.w_x * out["loss_x"] + sum(w * out[k] for k, w in weights.items() if k in out))
+  extra_weights = dict(loss_rec=terms.l_rec, loss_agg=terms.l_agg, loss_sem=terms.l_sem, loss_mask=terms.l_mask)
+  total = total + sum(w * out[k] for k, w in extra_weights.items() if k in out)
+  return total, out, new_memory
+
+
+def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
+  """Pure `(state, batch, rng) -> (state, metrics)`; metrics hold every active loss term every step."""
+
+  def train_step(state, batch, rng):
+    k = jax.random.split(rng, 6)
+    keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
+    teacher_probs = None
+    if terms.unlabeled and terms.teacher_pass:
+      teacher_probs = _teacher_probs(mdef, state, batch[U + "image"], keys["teacher"], terms)
+
+    def objective(params):
+      model = mdef.merge(params, state["batch_stats"])
+      base.reseed_dropout(model, keys["dropout"])
+      total, out, memory = _forward(model, state, batch, keys, teacher_probs, terms)
+      return total, (base.batch_stats_of(model), out, memory)
+
+    (loss, (batch_stats, out, memory)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+    extra = dict(state["extra"])
+    if memory is not None:
+      extra["prototypes"] = memory
+    new_state = base.apply_gradients(state, tx, grads, loss, batch_stats, extra)
+    if terms.ema_decay > 0:
+      new_state["extra"]["teacher"] = _ema(
+          state["extra"]["teacher"], dict(params=new_state["params"], batch_stats=batch_stats), terms.ema_decay)
+    lr = lr_fn(state["step"]) * base.current_lr_scale(new_state["opt"])
+    return new_state, {"loss": loss, **out, "lr": lr}
+
+  return train_step
+
+
+def build_model_and_state(config, terms: Terms):
+  """-> (ModelDef, optimizer, initial state) of a SemiModel; the heads exist only if L_rec is on."""
+  rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
+  seg = build_model(config.model, terms.num_classes, rngs)
+  missing = [a for a in ("encode", "decode", "classify", "feature_channels") if not hasattr(seg, a)]
+  if missing:
+    raise ConfigError(f"semi_supervised needs a model split into encode/decode/classify (DeepLabV3+); "
+                      f"model.name={config.model.name!r} lacks {missing}. Use model.name='deeplabv3plus'")
+  if config.model.get("init_from", ""):  # e.g. a pretrained run: every weight but the classifier
+    pretrained.load_into(seg, config.model.init_from)
+  rec = None
+  if terms.l_rec > 0:
+    rec = ClassWiseReconstruction(seg.feature_channels, terms.num_classes, patch=FEATURE_STRIDE, rngs=rngs)
+  mdef, tx, state = segmentation.init_model_state(config, terms.num_classes, model=SemiModel(seg, rec))
+  if terms.l_agg > 0:
+    state["extra"]["prototypes"] = jnp.zeros((terms.num_classes, seg.feature_channels), jnp.float32)
+  if terms.ema_decay > 0:  # copies: the state is donated, so no two leaves may share a buffer
+    state["extra"]["teacher"] = jax.tree.map(np.array, dict(params=state["params"],
+                                                            batch_stats=state["batch_stats"]))
+  return mdef, tx, state
+
+
+def build(config, mesh, workdir: str) -> base.Task:
+  terms = Terms.from_config(config)
+  dc = config.data
+  labeled_src, unlabeled_src, val_src = semi_streams.load_semi_sources(config, workdir, unlabeled=terms.unlabeled)
+  train_iter = semi_streams.train_stream(config, labeled_src, unlabeled_src, process_index=jax.process_index(),
+                                         process_count=jax.process_count())
+  mdef, tx, state = build_model_and_state(config, terms)
+  step = make_train_step(mdef, tx, optim.learning_rate(config.optim, config.train.steps), terms)
+  evaluator = segmentation.make_evaluator(config, mdef, val_src, mesh)
+
+  def predict(state):
+    out = os.path.join(workdir, "predictions")
+    paths = segmentation.predict_to_folder(evaluator, val_src, state, out)
+    print(f"wrote {len(paths)} predicted label maps to {out}")
+
+  images = int(dc.batch_size) * (2 if terms.unlabeled else 1)
+  return base.Task(state=state, train_step=step, train_iter=train_iter, evaluators=[evaluator],
+                   images_per_step=images, predict=predict)

@@ -1,0 +1,60 @@
+"""Smoke tests of the semi-supervised experiment scripts at a minuscule scale (structure, not numbers).
+
+Each script runs as a user would run it, in a subprocess with one CPU device (compiles are several times
+cheaper than on the suite's 8 fake devices).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def _run(script: str, *args: str) -> str:
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, os.path.join(REPO, "experiments", script), *args], env=env, cwd=REPO,
+                        capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout
+
+
+def _json_block(stdout: str) -> dict:
+  """The JSON document the script prints (it starts at the first line that is exactly '{')."""
+  lines = stdout.splitlines()
+  start = lines.index("{")
+  depth, end = 0, start
+  for end in range(start, len(lines)):
+    depth += lines[end].count("{") - lines[end].count("}")
+    if depth == 0:
+      break
+  return json.loads("\n".join(lines[start:end + 1]))
+
+
+def test_semi_camvid_smoke(tmp_path):
+  out = _run("semi_camvid.py", f"--workdir={tmp_path}", "--steps=2", "--crop=32,32", "--image_scale=0.1",
+             "--max_eval_images=8", "--validate_items=2", "--variants=supervised,fixmatch")
+  doc = _json_block(out)
+  rows = doc["results"]
+  assert [r["variant"] for r in rows] == ["supervised", "fixmatch"]
+  for r in rows:
+    assert 0.0 <= r["miou"] <= 1.0 and 0.0 <= r["pixel_acc"] <= 1.0
+    assert r["steps"] == 2 and r["labeled"] == 46  # 1/8 of CamVid's 367 train images, for every variant
+  assert rows[0]["conf_frac"] is None and 0.0 <= rows[1]["conf_frac"] <= 1.0
+  # The same generated split files serve every variant.
+  assert os.listdir(tmp_path / "splits") == ["camvid-train-seed0"]
+  table = out[out.index("| method |"):].splitlines()
+  assert table[0].startswith("| method | val mIoU") and len(table) == 2 + len(rows)
+  assert table[2].startswith("| supervised only | ") and table[3].startswith("| FixMatch | ")
+
+
+def test_benchmark_semi_smoke():
+  doc = _json_block(_run("benchmark_semi.py", "--size=tiny", "--steps=1", "--variants=supervised,fixmatch"))
+  rows = doc["results"]
+  assert [r["variant"] for r in rows] == ["supervised", "fixmatch"]
+  assert rows[0]["images_per_step"] == 8 and rows[1]["images_per_step"] == 16
+  assert all(r["images_per_s"] > 0 and r["step_gflop"] > 0 for r in rows)
+  assert rows[1]["gflop_vs_first"] > 1.0  # FixMatch adds the weak and strong passes: more work per step
