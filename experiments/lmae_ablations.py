@@ -76,23 +76,7 @@ def group_variants(group: str, ratios) -> list[str]:
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 
-def load_config(name: str, arg: str | None, overrides: dict):
-  """configs/<name>.py:get_config(arg) with dotted-key overrides, locked again."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
-  c.unlock()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  c.lock()
-  return c
-
+from maskseg_jax.config_base import load_config  # noqa: E402  (re-exported for label_augmentation)
 
 def parse_sets(items) -> dict:
   """`--set key=value` pairs; values are Python literals where they parse, else strings."""

@@ -30,7 +30,6 @@ scale the run shows the pipeline works end to end, not the paper's +2.5-2.9 mIoU
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -41,22 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INITS = ("selective", "random", "none")
 
 
-def load_config(name: str, arg: str | None, overrides: dict):
-  """configs/<name>.py:get_config(arg) with dotted-key overrides, locked again."""
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
-  c.unlock()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  c.lock()
-  return c
-
+from maskseg_jax.config_base import load_config  # noqa: E402
 
 TINY_DATA = {"data.train_split": "train[:24]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
              "data.crop_size": (32, 32), "data.batch_size": 8, "data.eval_batch_size": 8, "model.width": 0.125,

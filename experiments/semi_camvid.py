@@ -11,11 +11,11 @@ variant whose workdir already holds the final checkpoint is only re-evaluated, s
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
 
+from maskseg_jax import config_base
 from maskseg_jax import train
 from maskseg_jax.data import semi_streams
 
@@ -26,11 +26,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs
 
 
 def load_config(arg: str):
-  spec = importlib.util.spec_from_file_location("semi_camvid_config", CONFIG)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
+  return config_base.load_config(CONFIG, arg)
 
 def variant_config(variant: str, args, workdir: str):
   c = load_config(f"cpu_{variant}")

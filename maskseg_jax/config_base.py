@@ -8,6 +8,8 @@ by the method's configs through `add_section` before locking.
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 scale
@@ -112,3 +114,28 @@ def add_section(config: ml_collections.ConfigDict, name: str, **values) -> ml_co
   """Adds a method-specific section, e.g. `add_section(c, 'lmae', mask_ratio=0.5)`."""
   config[name] = ml_collections.ConfigDict(values)
   return config[name]
+
+
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def load_config(name: str, arg: str | None = None, overrides: dict | None = None) -> ml_collections.ConfigDict:
+  """`configs/<name>.py`'s `get_config(arg)` (name, `name.py` or a path), dotted overrides applied, locked.
+
+  For scripts and tests that build configs in Python; the command line does the same through config_flags.
+  """
+  import importlib.util
+  path = name if os.sep in name else os.path.join(CONFIGS_DIR, name if name.endswith(".py") else f"{name}.py")
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  config.unlock()
+  for key, value in (overrides or {}).items():
+    node = config
+    *parents, last = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[last] = value
+  config.lock()
+  return config

@@ -137,17 +137,5 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def load_config(path: str, arg: str | None = None, **overrides):
   """`configs/<path>`'s get_config(arg) with dotted overrides applied (`**{"train.steps": 4}`), then locked."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location("config_under_test", os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  config.unlock()
-  for key, value in overrides.items():
-    node = config
-    *parents, last = key.split(".")
-    for name in parents:
-      node = node[name]
-    node[last] = value
-  config.lock()
-  return config
+  from maskseg_jax import config_base
+  return config_base.load_config(os.path.join(REPO, path), arg, overrides)

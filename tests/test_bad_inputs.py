@@ -9,7 +9,6 @@ message and that every input file is byte for byte unchanged.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 from PIL import Image
 
 import fixtures  # tests/fixtures.py
+from maskseg_jax import config_base
 from maskseg_jax import train
 from maskseg_jax.errors import ConfigError, DataError, MasksegError
 
@@ -40,20 +40,7 @@ def snapshot(root) -> dict[str, str]:
 
 
 def load_config(name: str, **overrides):
-  spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, "configs", name))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
-  c.unlock()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  c.lock()
-  return c
-
+  return config_base.load_config(name, None, overrides)
 
 def trainer_config(**overrides):
   """The tiny supervised run; every item is decode-checked before training (validate_items=-1)."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 import fixtures
+from maskseg_jax import config_base
 from maskseg_jax import complete, metrics, sharding, train
 from maskseg_jax import lmae_inference as inf
 from maskseg_jax.data.sources import SyntheticSource
@@ -28,11 +28,7 @@ N = 6
 
 
 def load_config(name: str, arg: str | None = None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
+  return config_base.load_config(name, arg)
 
 def tiny_config(**overrides):
   c = load_config("lmae_synthetic")

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import pytest
 
+from maskseg_jax import config_base
 from maskseg_jax import checkpointing, pretrained, sharding, train
 from maskseg_jax.data import sources
 from maskseg_jax.errors import CheckpointError, ConfigError, DataError
@@ -26,20 +27,7 @@ REPO = os.path.join(os.path.dirname(__file__), "..")
 
 
 def load_config(name, arg=None, **overrides):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config(arg)
-  c.unlock()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  c.lock()
-  return c
-
+  return config_base.load_config(name, arg, overrides)
 
 TINY = {"data.synthetic.num_train": 24, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
         "data.crop_size": (32, 32), "data.eval_size": (32, 32), "data.batch_size": 8, "data.eval_batch_size": 8,

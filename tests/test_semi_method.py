@@ -5,7 +5,6 @@ split files, and an end-to-end train / preempt / resume / evaluate run."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import os
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import fixtures
+from maskseg_jax import config_base
 from maskseg_jax import checkpointing, sharding, train
 from maskseg_jax.data import semi_streams
 from maskseg_jax.errors import ConfigError, DataError
@@ -43,11 +43,7 @@ def _overrides(variant):
 
 
 def _load_config(name: str, arg: str | None):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(arg)
-
+  return config_base.load_config(name, arg)
 
 def tiny_config(variant: str = "unimatch", **overrides):
   c = _load_config("semi_synthetic", variant)

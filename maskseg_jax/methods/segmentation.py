@@ -16,7 +16,6 @@ from PIL import Image
 
 from maskseg_jax import optim, pretrained, sharding
 from maskseg_jax.data import sources
-from maskseg_jax.errors import ConfigError
 from maskseg_jax.evaluate import SegmentationEvaluator
 from maskseg_jax.losses import segmentation as seg_losses
 from maskseg_jax.methods import base
