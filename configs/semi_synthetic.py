@@ -3,8 +3,9 @@
   python -m maskseg_jax.main --config=configs/semi_synthetic.py:unimatch --workdir=/tmp/semi_synthetic
 
 arg: the variant, one of supervised | fixmatch | unimatch | s4mim | maskmatch | all (default unimatch). Needs no
-data and runs a few hundred tiny steps on a 2-core CPU; tests shrink it further. Expected: val mIoU well above
-chance (1/6); at this scale the ranking of variants is noise, use configs/semi_camvid.py:cpu_* for comparisons.
+data; 300 steps take ~2 min (unimatch) on a 2-core CPU; tests shrink it further. Measured val mIoU: unimatch
+0.650, supervised 0.716 (36 s). Well above chance (1/6) either way; at this scale supervised-only is ahead, so
+use the semi variants here to check the wiring, configs/semi_camvid.py:cpu_* to compare them.
 """
 
 from maskseg_jax.config_base import base_config
