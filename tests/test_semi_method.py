@@ -361,8 +361,7 @@ def test_train_preempt_resume_and_evaluate(tmp_path, tmp_path_factory, capsys):
     assert EXPECTED_KEYS["all"] <= set(r) and all(np.isfinite(r[k]) for k in EXPECTED_KEYS["all"])
   ck = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
   assert ck.latest_step() == 4
-  import orbax.checkpoint as ocp
-  state = ck.manager.restore(4, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+  state = ck.read_state(4)
   ck.close()
   protos = np.asarray(state["extra"]["prototypes"])
   assert protos.shape == (6, 32) and np.all(np.isfinite(protos)) and np.abs(protos).sum() > 0

@@ -9,6 +9,7 @@ of a silent wrong loss. `build_source(config.data, split)` picks the reader by `
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 from collections.abc import Sequence
@@ -104,19 +105,21 @@ def check_example(image: Any, label: Any, num_classes: int, ignore_label: int, w
 
 # ------------------------------------------------------------------------------------------ base classes
 
-class Source:
-  """Common interface; subclasses set num_classes/class_names and implement `_load(i)`."""
+class Source(abc.ABC):
+  """Common interface; subclasses set num_classes/class_names and implement `__len__` and `_load(i)`."""
 
   name = "source"
   num_classes: int
   class_names: tuple[str, ...]
   ignore_label: int = 255
 
+  @abc.abstractmethod
   def __len__(self) -> int:
-    raise NotImplementedError
+    """Number of items."""
 
+  @abc.abstractmethod
   def _load(self, index: int) -> dict[str, Any]:
-    raise NotImplementedError
+    """Item `index` (already range-checked) as {"image", "label", "id"}."""
 
   def _index(self, index: int) -> int:
     n = len(self)
@@ -205,8 +208,11 @@ class SubsetSource(Source):
   def __len__(self) -> int:
     return len(self.indices)
 
+  def _load(self, index: int) -> dict[str, Any]:
+    return self.source[self.indices[index]]
+
   def __getitem__(self, index: int) -> dict[str, Any]:
-    return self.source[self.indices[self._index(index)]]
+    return self._load(self._index(index))
 
   def id_of(self, index: int) -> str:
     return self.source.id_of(self.indices[self._index(index)])
