@@ -17,7 +17,9 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 from typing import Callable, Sequence
 
 import jax
@@ -289,19 +291,28 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
                                                                    ratio=parse_model_spec(m)[0],
                                                                    checkpoint=checkpoint) for m in models]
   os.makedirs(out_dir, exist_ok=True)
+  # Outputs go to a scratch folder first and move into place only when every pair succeeded, so a bad pair
+  # met halfway leaves no partial result behind (and a rerun into the same folder is not refused).
+  staging = tempfile.mkdtemp(prefix=".maskseg_partial_", dir=out_dir)
   reports = []
-  for (image_path, label_path, stem), out_path in zip(pairs, outputs):
-    image = sources.read_image(image_path)
-    label, palette, info = read_label_png(label_path)
-    if label.shape != image.shape[:2]:
-      raise DataError(f"label {label_path} is {label.shape[0]}x{label.shape[1]} but image {image_path} is "
-                      f"{image.shape[0]}x{image.shape[1]}; expected the same size")
-    out, fields = complete_label(completers, image, label, name=label_path, unknown_value=unknown_value, log=log)
-    write_label_png(out_path, out, palette, info)
-    report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
-    log(f"{report.name}: {report.changed_pixels} pixels changed (mask ratio {report.ratio}, background "
-        f"{report.background_proportion:.2f}{f', {report.passes} passes' if report.passes > 1 else ''})")
-    reports.append(report)
+  try:
+    for (image_path, label_path, stem), out_path in zip(pairs, outputs):
+      image = sources.read_image(image_path)
+      label, palette, info = read_label_png(label_path)
+      if label.shape != image.shape[:2]:
+        raise DataError(f"label {label_path} is {label.shape[0]}x{label.shape[1]} but image {image_path} is "
+                        f"{image.shape[0]}x{image.shape[1]}; expected the same size")
+      out, fields = complete_label(completers, image, label, name=label_path, unknown_value=unknown_value,
+                                   log=log)
+      write_label_png(os.path.join(staging, os.path.basename(out_path)), out, palette, info)
+      report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
+      log(f"{report.name}: {report.changed_pixels} pixels changed (mask ratio {report.ratio}, background "
+          f"{report.background_proportion:.2f}{f', {report.passes} passes' if report.passes > 1 else ''})")
+      reports.append(report)
+    for report in reports:
+      os.replace(os.path.join(staging, os.path.basename(report.out_path)), report.out_path)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
   log(f"wrote {len(reports)} completed labels to {out_dir}")
   return reports
 

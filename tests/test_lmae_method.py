@@ -294,6 +294,22 @@ def test_completion_refuses_to_overwrite_and_names_bad_files(tmp_path, trained):
     complete.complete_folder(str(tmp_path / "nope"), labels, str(tmp_path / "o4"), [workdir])
 
 
+def test_completion_failing_midway_leaves_no_partial_output(tmp_path, trained):
+  workdir, _ = trained
+  images, labels, _ = write_pairs(tmp_path, n=3)
+  good = open(os.path.join(labels, "im2.png"), "rb").read()
+  with open(os.path.join(labels, "im2.png"), "wb") as f:  # the last pair is broken: found only after 2 outputs
+    f.write(good[: len(good) // 2])
+  out = tmp_path / "out"
+  with pytest.raises(DataError, match=r"labels/im2\.png"):
+    complete.complete_folder(images, labels, str(out), [workdir], log=lambda s: None)
+  assert os.listdir(out) == []  # neither finished outputs nor the scratch folder are left
+  with open(os.path.join(labels, "im2.png"), "wb") as f:
+    f.write(good)
+  reports = complete.complete_folder(images, labels, str(out), [workdir], log=lambda s: None)
+  assert sorted(os.listdir(out)) == ["im0.png", "im1.png", "im2.png"] and len(reports) == 3
+
+
 def _fake(ratio, num_patches=16):
   return complete.Completer(name=str(ratio), ratio=ratio, num_classes=N, patch_size=8, image_size=(32, 32),
                             background_classes=(0,), ignore_label=255, unknown_value=254, mean=(0,) * 3,
