@@ -89,7 +89,8 @@ def evaluate(task, state, writer: MetricWriter, step: int, *, write_images: bool
         writer.write_image(step, name.replace("/", "_"), image)
   if scalars:
     writer.write_scalars(step, scalars, split="eval")
-    headline = {k: v for k, v in scalars.items() if k.count("/") == 1}
+    # Headline: top-level figures plus each baseline's mIoU (`val/nearest/pa_miou`), not per-class IoUs.
+    headline = {k: v for k, v in scalars.items() if k.count("/") == 1 or (k.count("/") == 2 and k.endswith("miou"))}
     writer.log(f"[eval step {step}] " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(headline.items())))
   return scalars
 
