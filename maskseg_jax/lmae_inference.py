@@ -4,10 +4,16 @@ One definition of each rule: which patches a strategy masks (optionally forcing 
 which pixels those patches cover, and how a prediction is composed into a label so that pixels outside the
 filled region are copied unchanged. Host-side helpers map labels between an arbitrary size and the model
 grid with one explicit nearest-neighbour index map, so a pixel and its model position agree both ways.
+
+Completion-only helpers (`maskseg_jax/complete.py`): tiles of a file at the training field of view
+(`tile_starts`), bilinear resizing of logits back to file pixels (`resize_bilinear`), the model patches a file
+pixel's interpolated logits read (`support_patch_maps`, so masking them hides exactly what must be predicted),
+and the few static masked-patch counts the jitted model is compiled for (`mask_buckets`, `bucket`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -94,6 +100,83 @@ def patches_with(pixels: np.ndarray, patch_of_pixel: np.ndarray, num_patches: in
   out = np.zeros(num_patches, bool)
   out[patch_of_pixel[pixels]] = True
   return out
+
+
+# --- completion at the file's resolution -------------------------------------------------------------
+# Masked-patch counts (as fractions of L) the completion model is compiled for: a file needing M masked patches
+# runs at the smallest bucket >= M, the extra masked patches chosen Background-First (their pixels are never
+# written). Few buckets = few compiles; fine ones at the low end, where a few missing pixels are common.
+BUCKET_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
+# A file side up to this much longer than the training field of view is one tile (scale within 10%).
+TILE_TOLERANCE = 0.1
+
+
+def mask_buckets(num_patches: int, extra: Sequence[int] = ()) -> tuple[int, ...]:
+  """Sorted masked-patch counts in [1, L - 1] (at least one patch stays visible, as the model needs)."""
+  top = max(1, num_patches - 1)
+  counts = {math.ceil(f * num_patches) for f in BUCKET_FRACTIONS} | {int(e) for e in extra}
+  return tuple(sorted({min(top, max(1, c)) for c in counts}))
+
+
+def bucket(need: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket >= `need` (the largest if none is)."""
+  return next((b for b in buckets if b >= need), buckets[-1])
+
+
+def tile_starts(size: int, window: int, tol: float = TILE_TOLERANCE) -> tuple[list[int], int]:
+  """(starts, length) of the fewest evenly overlapping windows of `window` px that cover `size` px.
+
+  A side within `tol` of one window (or shorter: the caller pads it to `window`, as training pads small
+  images) is a single window of the whole side.
+  """
+  if size <= window * (1.0 + tol):
+    return [0], size
+  n = math.ceil(size / window)
+  return [int(v) for v in np.linspace(0, size - window, n).round()], window
+
+
+def _bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(lo, hi, weight of hi) per output position: half-pixel-centre linear interpolation, edges clamped."""
+  c = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+  lo = np.floor(c).astype(np.int64)
+  f = (c - lo).astype(np.float32)
+  hi = np.where(f > 0, np.minimum(lo + 1, src - 1), lo)
+  return lo, hi, f
+
+
+def bilinear_matrix(src: int, dst: int) -> np.ndarray:
+  """float32[dst, src]: row i holds the linear-interpolation weights output position i takes from the input."""
+  lo, hi, f = _bilinear_taps(src, dst)
+  m = np.zeros((dst, src), np.float32)
+  np.add.at(m, (np.arange(dst), lo), 1.0 - f)
+  np.add.at(m, (np.arange(dst), hi), f)
+  return m
+
+
+def resize_bilinear(x: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+  """float[h,w,C] logits -> float32[H,W,C] by bilinear interpolation (never nearest of argmax labels)."""
+  ry = bilinear_matrix(x.shape[0], int(size_hw[0]))
+  rx = bilinear_matrix(x.shape[1], int(size_hw[1]))
+  return np.einsum("Hh,hwc,Ww->HWc", ry, np.asarray(x, np.float32), rx, optimize=True)
+
+
+def support_patch_maps(size_hw: Sequence[int], model_hw: Sequence[int], p: int) -> list[np.ndarray]:
+  """int[H,W] maps (up to 4): every model patch whose logits `resize_bilinear` mixes into each pixel.
+
+  Masking all patches these maps give for the missing pixels means no missing pixel's prediction reads the
+  logits of a visible patch (which a masked-loss model was never trained to produce).
+  """
+  gw = int(model_hw[1]) // p
+  rows = [t // p for t in _bilinear_taps(int(model_hw[0]), int(size_hw[0]))[:2]]
+  cols = [t // p for t in _bilinear_taps(int(model_hw[1]), int(size_hw[1]))[:2]]
+  return [r[:, None] * gw + c[None, :] for r in rows for c in cols]
+
+
+def tent(h: int, w: int, floor: float = 0.1) -> np.ndarray:
+  """float32[h,w] blending weight of a tile: 1 at its centre, `floor` at its border (overlaps blend smoothly)."""
+  def axis(n):
+    return 1.0 - (1.0 - floor) * np.abs(2.0 * (np.arange(n) + 0.5) / n - 1.0)
+  return np.outer(axis(h), axis(w)).astype(np.float32)
 
 
 def masked_view(raw_image: np.ndarray, label: np.ndarray, mask_px: np.ndarray, dim: float = 0.35) -> np.ndarray:

@@ -1,5 +1,5 @@
 """L-MAE method end to end on tiny synthetic data: train step, metrics regions, class frequencies, the loop
-(save, resume, eval), sharding, label completion (routing, palettes, unknown pixels, refusals), configs."""
+(save, resume, eval), sharding, configs. Label completion: tests/test_complete.py."""
 
 from __future__ import annotations
 
@@ -12,14 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from PIL import Image
 
-import fixtures
 from maskseg_jax import config_base
-from maskseg_jax import complete, metrics, sharding, train
+from maskseg_jax import metrics, sharding, train
 from maskseg_jax import lmae_inference as inf
 from maskseg_jax.data.sources import SyntheticSource
-from maskseg_jax.errors import DataError
 from maskseg_jax.masking import patches as P
 from maskseg_jax.methods import get_method
 
@@ -61,7 +58,7 @@ def tiny_config(**overrides):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  """One tiny run (4 steps, checkpoints at 2 and 4) shared by the completion tests."""
+  """One tiny run (4 steps, checkpoints at 2 and 4)."""
   workdir = str(tmp_path_factory.mktemp("lmae_run"))
   result = train.run(tiny_config(), workdir)
   return workdir, result
@@ -226,138 +223,6 @@ def test_sharded_step_matches_single_device(tmp_path):
       out.append(float(m["loss"]))
     losses[n] = out
   np.testing.assert_allclose(losses[1], losses[8], rtol=2e-4)
-
-
-# --- completion ---------------------------------------------------------------------------------------------
-def write_pairs(root, n=3, size=(30, 44), palette=True, unknown_box=True, seed=0):
-  """Synthetic images with degraded labels (one class removed to background, an unknown box)."""
-  src = SyntheticSource(n, size, N, seed=seed, split="val")
-  images, labels = os.path.join(root, "images"), os.path.join(root, "labels")
-  os.makedirs(images)
-  os.makedirs(labels)
-  out = {}
-  for i in range(n):
-    ex = src[i]
-    label = ex["label"].copy()
-    label[label == 1 + i % (N - 1)] = 0
-    if unknown_box:
-      label[5:15, 8:20] = 254
-    Image.fromarray(ex["image"]).save(os.path.join(images, f"im{i}.jpg"))
-    fixtures._save_label(os.path.join(labels, f"im{i}.png"), label, palette)
-    out[f"im{i}"] = label
-  return images, labels, out
-
-
-def test_completion_palette_given_pixels_unknown_and_counts(tmp_path, trained):
-  workdir, _ = trained
-  images, labels, given = write_pairs(tmp_path)
-  lines = []
-  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [workdir], log=lines.append)
-  assert [r.name for r in reports] == ["im0.png", "im1.png", "im2.png"]
-  for r in reports:
-    with Image.open(r.out_path) as im:
-      assert im.mode == "P" and im.getpalette() == fixtures.voc_palette()
-      out = np.asarray(im)
-    label = given[r.name[:-4]]
-    keep = (label > 0) & (label < N)
-    np.testing.assert_array_equal(out[keep], label[keep])   # given pixels unchanged
-    assert not (out == 254).any() and out.shape == label.shape  # unknown pixels filled
-    assert set(np.unique(out)) <= set(range(N)) | {255}
-    assert r.changed_pixels == int((out != label).sum()) >= 10 * 12
-    assert any(r.name in line and str(r.changed_pixels) in line for line in lines)
-  # Grayscale in -> grayscale out.
-  images2, labels2, _ = write_pairs(tmp_path / "gray", n=1, palette=False)
-  [r] = complete.complete_folder(images2, labels2, str(tmp_path / "gray_out"), [workdir], log=lambda s: None)
-  with Image.open(r.out_path) as im:
-    assert im.mode == "L"
-
-
-def test_completion_refuses_to_overwrite_and_names_bad_files(tmp_path, trained):
-  workdir, _ = trained
-  images, labels, _ = write_pairs(tmp_path, n=2)
-  with pytest.raises(DataError, match="input folder"):
-    complete.complete_folder(images, labels, labels, [workdir])
-  out = tmp_path / "out"
-  out.mkdir()
-  (out / "im1.png").write_bytes(b"keep me")
-  with pytest.raises(DataError, match=r"out/im1\.png already exists"):
-    complete.complete_folder(images, labels, str(out), [workdir])
-  assert (out / "im1.png").read_bytes() == b"keep me" and not (out / "im0.png").exists()
-  os.remove(os.path.join(labels, "im0.png"))
-  with pytest.raises(DataError, match=r"im0\.jpg has no label"):
-    complete.complete_folder(images, labels, str(tmp_path / "o2"), [workdir])
-  with open(os.path.join(labels, "im0.png"), "wb") as f:
-    f.write(b"not a png")
-  with pytest.raises(DataError, match=r"labels/im0\.png could not be decoded"):
-    complete.complete_folder(images, labels, str(tmp_path / "o3"), [workdir], log=lambda s: None)
-  with pytest.raises(DataError, match="not found"):
-    complete.complete_folder(str(tmp_path / "nope"), labels, str(tmp_path / "o4"), [workdir])
-
-
-def test_completion_failing_midway_leaves_no_partial_output(tmp_path, trained):
-  workdir, _ = trained
-  images, labels, _ = write_pairs(tmp_path, n=3)
-  good = open(os.path.join(labels, "im2.png"), "rb").read()
-  with open(os.path.join(labels, "im2.png"), "wb") as f:  # the last pair is broken: found only after 2 outputs
-    f.write(good[: len(good) // 2])
-  out = tmp_path / "out"
-  with pytest.raises(DataError, match=r"labels/im2\.png"):
-    complete.complete_folder(images, labels, str(out), [workdir], log=lambda s: None)
-  assert os.listdir(out) == []  # neither finished outputs nor the scratch folder are left
-  with open(os.path.join(labels, "im2.png"), "wb") as f:
-    f.write(good)
-  reports = complete.complete_folder(images, labels, str(out), [workdir], log=lambda s: None)
-  assert sorted(os.listdir(out)) == ["im0.png", "im1.png", "im2.png"] and len(reports) == 3
-
-
-def _fake(ratio, num_patches=16):
-  return complete.Completer(name=str(ratio), ratio=ratio, num_classes=N, patch_size=8, image_size=(32, 32),
-                            background_classes=(0,), ignore_label=255, unknown_value=254, mean=(0,) * 3,
-                            std=(1,) * 3, predict=None)
-
-
-def test_routing_picks_smallest_sufficient_ratio():
-  models = [_fake(0.7), _fake(0.5), _fake(0.6)]  # budgets 12, 8, 10 of 16 patches
-  pick = lambda b, forced=0: models[complete.route(models, b, [forced] * 3)[0]].ratio
-  assert pick(0.3) == 0.5 and pick(0.5) == 0.5 and pick(0.55) == 0.6 and pick(0.65) == 0.7
-  assert pick(0.9) == 0.7                      # above every ratio: the largest
-  assert pick(0.3, forced=9) == 0.6            # unknown patches exceed the 0.5 model's budget
-  idx, over = complete.route(models, 0.3, [13] * 3)
-  assert models[idx].ratio == 0.7 and over
-
-
-def test_completion_routes_between_models_and_splits_huge_unknowns(tmp_path, trained):
-  workdir, _ = trained
-  images, labels, given = write_pairs(tmp_path, n=2, size=(32, 32), unknown_box=False)
-  # im1: nearly everything unknown -> more unknown patches than any budget -> several passes + warning.
-  big = given["im1"].copy()
-  big[:, :28] = 254
-  fixtures._save_label(os.path.join(labels, "im1.png"), big, True)
-  lines = []
-  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [(0.5, workdir), f"0.9={workdir}"],
-                                     log=lines.append)
-  bg0 = float(np.mean(~inf.given_pixels(given["im0"], N, (0,))))
-  assert reports[0].background_proportion == pytest.approx(bg0)
-  assert reports[0].ratio == (0.5 if bg0 <= 0.5 else 0.9) and reports[0].passes == 1
-  assert reports[1].ratio == 0.9 and reports[1].passes > 1
-  assert any("warning" in line and "im1.png" in line for line in lines)
-  assert not (np.asarray(Image.open(reports[1].out_path)) == 254).any()
-
-
-def test_complete_mode_and_cli(tmp_path, trained, capsys):
-  workdir, _ = trained
-  images, labels, _ = write_pairs(tmp_path, n=1)
-  out = str(tmp_path / "out_mode")
-  result = train.run(tiny_config(**{"mode": "complete", "lmae.complete_images": images,
-                                    "lmae.complete_labels": labels, "lmae.complete_out": out}), workdir)
-  assert result["complete/files"] == 1 and os.path.isfile(os.path.join(out, "im0.png"))
-  complete.run_main(["--images", images, "--labels", labels, "--out", str(tmp_path / "out_cli"),
-                     "--model", workdir, "--checkpoint", "best"])
-  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-  assert printed["files"] == 1 and printed["changed_pixels"] == result["complete/changed_pixels"]
-  with pytest.raises(SystemExit) as e:
-    complete.run_main(["--images", images, "--labels", labels, "--out", labels, "--model", workdir])
-  assert e.value.code == 2 and "input folder" in capsys.readouterr().err
 
 
 # --- configs -----------------------------------------------------------------------------------------------

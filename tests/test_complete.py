@@ -1,0 +1,406 @@
+"""Label completion (`maskseg-complete`, `config.mode=complete`): which pixels are given, exact masking in static
+buckets, tiles at the training field of view with bilinear logits, non-learned fills, routing, file handling
+(palettes, staging, interrupted runs) and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+import fixtures
+from maskseg_jax import complete, config_base, train
+from maskseg_jax import lmae_inference as inf
+from maskseg_jax.data.sources import SyntheticSource
+from maskseg_jax.errors import ConfigError, DataError
+
+N = 6
+
+
+def tiny_config(**overrides):
+  """The tiny synthetic L-MAE: 32 px input, patch 8 (16 patches), trained on 40 px crops of 32 px images."""
+  base = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
+          "data.crop_size": (40, 40), "data.batch_size": 8, "data.eval_batch_size": 8,
+          "model.image_size": (32, 32), "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32,
+          "optim.plateau_accumulation": 2, "train.steps": 2, "train.log_every": 2, "train.eval_every": 2,
+          "train.checkpoint_every": 2, "train.num_images": 0}
+  return config_base.load_config("lmae_synthetic", None, {**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """One tiny trained run (2 steps) shared by every test that loads a model from a workdir."""
+  workdir = str(tmp_path_factory.mktemp("lmae_run"))
+  train.run(tiny_config(), workdir)
+  return workdir
+
+
+def write_pairs(root, n=3, size=(30, 44), palette=True, box=(slice(5, 15), slice(8, 20)), void=False, seed=0):
+  """Synthetic images with incomplete labels (one class set to background, an unknown box, optional void)."""
+  src = SyntheticSource(n, size, N, seed=seed, split="val")
+  images, labels = os.path.join(root, "images"), os.path.join(root, "labels")
+  os.makedirs(images)
+  os.makedirs(labels)
+  out = {}
+  for i in range(n):
+    ex = src[i]
+    label = ex["label"].copy()
+    label[label == 1 + i % (N - 1)] = 0
+    if void:
+      label[-3:, :] = 255
+    if box is not None:
+      label[box] = 254
+    Image.fromarray(ex["image"]).save(os.path.join(images, f"im{i}.jpg"))
+    fixtures._save_label(os.path.join(labels, f"im{i}.png"), label, palette)
+    out[f"im{i}"] = label
+  return images, labels, out
+
+
+def read(path):
+  with Image.open(path) as im:
+    return np.asarray(im)
+
+
+def spy(c: complete.Completer, calls: list) -> complete.Completer:
+  """The same completer, recording (force, k, mask) of every model call."""
+  inner = c.logits
+
+  def logits(image, label, force, k):
+    out = inner(image, label, force, k)
+    calls.append((np.asarray(force[0]), k, np.asarray(out[1][0])))
+    return out
+
+  c.logits = logits
+  return c
+
+
+# --- given pixels, exact masking, buckets, tiles ---------------------------------------------------------------
+def test_completion_palette_given_pixels_unknown_and_counts(tmp_path, run_dir):
+  images, labels, given = write_pairs(tmp_path)
+  lines = []
+  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
+  assert [r.name for r in reports] == ["im0.png", "im1.png", "im2.png"]
+  for r in reports:
+    with Image.open(r.out_path) as im:
+      assert im.mode == "P" and im.getpalette() == fixtures.voc_palette()
+      out = np.asarray(im)
+    label = given[r.name[:-4]]
+    np.testing.assert_array_equal(out[label != 254], label[label != 254])  # every given pixel kept
+    assert not (out == 254).any() and out.shape == label.shape and set(np.unique(out)) <= set(range(N))
+    assert r.changed_pixels == int((out != label).sum()) == 10 * 12 and r.method == "model"
+    assert any(line.startswith(f"{r.name}: 120 pixels changed (model ratio 0.5") for line in lines)
+  images2, labels2, _ = write_pairs(tmp_path / "gray", n=1, palette=False)
+  [r] = complete.complete_folder(images2, labels2, str(tmp_path / "gray_out"), [run_dir], log=lambda s: None)
+  with Image.open(r.out_path) as im:
+    assert im.mode == "L"
+
+
+@pytest.mark.parametrize("missing", ["unknown", "unknown_and_void", "paper"])
+def test_missing_option_says_which_pixels_are_given(tmp_path, run_dir, missing):
+  images, labels, given = write_pairs(tmp_path, n=1, void=True)
+  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], missing=missing,
+                                 log=lambda s: None)
+  label, out = given["im0"], read(r.out_path)
+  unknown, void = label == 254, label == 255
+  fg = (label > 0) & (label < N)
+  assert not (out == 254).any()
+  np.testing.assert_array_equal(out[fg], label[fg])  # foreground: given in every mode
+  if missing == "unknown":
+    np.testing.assert_array_equal(out[~unknown], label[~unknown])    # void kept as void
+    assert (out[void] == 255).all()
+  elif missing == "unknown_and_void":
+    np.testing.assert_array_equal(out[~unknown & ~void], label[~unknown & ~void])  # background kept
+    assert not (out == 255).any()
+  else:  # paper: background may be replaced too, Background-First at the model's budget (8 of 16 patches)
+    assert r.masked_fraction == 0.5
+    assert ((out != label) <= ~fg).all()
+
+
+def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path, run_dir):
+  c = spy(complete.load_completer(run_dir, log=lambda s: None), calls := [])
+  images, labels, given = write_pairs(tmp_path, n=1, size=(32, 40), box=(slice(9, 13), slice(10, 14)))
+  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
+  [(force, k, mask)] = calls
+  # A 4x4 unknown box (1% of the label) hides 1-4 of 16 patches (and their bilinear neighbours), not half.
+  assert 1 <= force.sum() <= 4 and (mask >= force).all()
+  assert mask.sum() == inf.bucket(int(force.sum()), c.buckets) and k == 16 - mask.sum()
+  assert r.masked_fraction == mask.sum() / 16 < 0.5 and r.changed_pixels == 16
+
+
+def test_support_patch_maps_cover_every_bilinear_tap():
+  rng = np.random.default_rng(0)
+  for size, model in (((30, 44), (32, 32)), ((90, 100), (16, 24)), ((7, 9), (32, 32))):
+    maps = inf.support_patch_maps(size, model, 8)
+    missing = rng.random(size) < 0.02
+    force = np.zeros((model[0] // 8) * (model[1] // 8), bool)
+    for m in maps:
+      force |= inf.patches_with(missing, m, force.size)
+    # Logits that are 1 exactly on masked patches: the missing pixels' interpolated logit must be exactly 1.
+    patch_img = np.asarray(inf.patch_pixels(jnp.asarray(force[None]), 8, *model)[0], np.float32)
+    up = inf.resize_bilinear(patch_img[..., None], size)[..., 0]
+    np.testing.assert_allclose(up[missing], 1.0, atol=1e-6)
+    x = rng.random(model + (3,)).astype(np.float32)
+    np.testing.assert_allclose(inf.resize_bilinear(x, size if size[0] > model[0] else model),
+                               np.asarray(jax.image.resize(x, (size if size[0] > model[0] else model) + (3,),
+                                                           "linear")), atol=1e-5)
+
+
+def test_one_compile_per_bucket(tmp_path, run_dir):
+  c = complete.load_completer(run_dir, log=lambda s: None)
+  root = tmp_path / "data"
+  images, labels, given = write_pairs(root, n=4, size=(32, 32), box=None)
+  sizes = [(2, 2), (3, 3), (2, 3), (30, 30)]  # three small holes (same bucket), one nearly everything
+  for i, (h, w) in enumerate(sizes):
+    label = given[f"im{i}"].copy()
+    label[1:1 + h, 1:1 + w] = 254
+    fixtures._save_label(os.path.join(labels, f"im{i}.png"), label, True)
+  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
+  used = {round(r.masked_fraction * 16) for r in reports}
+  assert len(used) == 2 and sorted(c.traces) == sorted(16 - m for m in used)  # compiled once per bucket
+  assert reports[3].masked_fraction == 15 / 16 and not (read(reports[3].out_path) == 254).any()
+
+
+def test_tiles_at_the_training_field_of_view(tmp_path, run_dir):
+  """The run saw 40x40 file pixels per 32x32 input: a 90x100 file is 3x3 tiles, `fit` is one resize."""
+  images, labels, given = write_pairs(tmp_path, n=1, size=(90, 100), box=(slice(40, 70), slice(10, 90)))
+  lines = []
+  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
+  [f] = complete.complete_folder(images, labels, str(tmp_path / "fit"), [run_dir], scale="fit",
+                                 log=lambda s: None)
+  assert r.tiles == 9 and f.tiles == 1 and any(line.startswith("im0.png") and "9 tiles" in line for line in lines)
+  for rep in (r, f):
+    out = read(rep.out_path)
+    label = given["im0"]
+    np.testing.assert_array_equal(out[label != 254], label[label != 254])
+    assert not (out == 254).any()
+  # Bilinear logits at the file's resolution: the fill is not made of 40/32-px blocks of one class.
+  assert (read(r.out_path) != read(f.out_path)).any()
+
+
+def test_given_pixel_guard_raises_not_asserts(tmp_path, run_dir, monkeypatch):
+  images, labels, _ = write_pairs(tmp_path, n=1)
+  monkeypatch.setattr(inf, "compose", lambda label, pred, region: np.zeros_like(label))
+  with pytest.raises(RuntimeError, match="changed .* given pixels"):
+    complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lambda s: None)
+  with pytest.raises(RuntimeError, match="changed .* given pixels"):
+    complete.complete_folder(images, labels, str(tmp_path / "out2"), method="nearest", log=lambda s: None)
+
+
+def test_ratio_flag_warns_when_the_run_was_trained_at_another(tmp_path, run_dir):
+  images, labels, _ = write_pairs(tmp_path, n=1)
+  lines = []
+  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [f"0.7={run_dir}"], log=lines.append)
+  warn = [line for line in lines if line.startswith("warning:")]
+  assert len(warn) == 1 and f"--model=0.7={run_dir}" in warn[0] and "trained at mask ratio 0.5" in warn[0]
+  assert r.ratio == 0.7
+
+
+# --- fills, routing, modes ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["nearest", "geodesic"])
+def test_fill_methods_need_no_model(tmp_path, method, capsys):
+  images, labels, given = write_pairs(tmp_path, n=2, void=True)
+  complete.run_main(["--images", images, "--labels", labels, "--out", str(tmp_path / "out"),
+                     f"--method={method}"])
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed["files"] == 2 and printed["method"] == method
+  for stem, label in given.items():
+    with Image.open(tmp_path / "out" / f"{stem}.png") as im:
+      assert im.getpalette() == fixtures.voc_palette()
+      out = np.asarray(im)
+    missing = (label == 254) | (label == 255)
+    np.testing.assert_array_equal(out[~missing], label[~missing])
+    assert set(np.unique(out[missing])) <= set(np.unique(label[~missing]))  # copied from given classes
+
+
+def _fake(ratio, train_ratio=None):
+  return complete.Completer(name=str(ratio), ratio=ratio, train_ratio=train_ratio or ratio, num_classes=N,
+                            patch_size=8, image_size=(32, 32), background_classes=(0,), ignore_label=255,
+                            unknown_value=254, mean=(0,) * 3, std=(1,) * 3, window=(32, 32), logits=None)
+
+
+def test_routing_picks_the_smallest_sufficient_ratio():
+  ratios = [0.7, 0.5, 0.6]
+  pick = lambda need: ratios[complete.route(ratios, [need] * 3)]
+  assert pick(0.05) == 0.5 and pick(0.5) == 0.5 and pick(0.55) == 0.6 and pick(0.65) == 0.7
+  assert pick(0.9) == 0.7  # above every ratio: the largest
+  assert ratios[complete.route(ratios, [0.8, 0.4, 0.9])] == 0.5  # each model's own need
+  assert _fake(0.5).budget == 8 and _fake(0.75, 0.5).budget == 8  # the training ratio sets the budget
+
+
+def test_routes_between_models_and_warns_once_about_huge_holes(tmp_path, run_dir):
+  images, labels, given = write_pairs(tmp_path, n=2, size=(32, 32), box=None)
+  small, big = given["im0"].copy(), given["im1"].copy()
+  small[2:5, 2:5] = 254
+  big[:, :28] = 254
+  fixtures._save_label(os.path.join(labels, "im0.png"), small, True)
+  fixtures._save_label(os.path.join(labels, "im1.png"), big, True)
+  lines = []
+  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [(0.5, run_dir), f"0.9={run_dir}"],
+                                     log=lines.append)
+  assert reports[0].ratio == 0.5 and reports[1].ratio == 0.9 and reports[1].masked_fraction > 0.5
+  warn = [line for line in lines if line.startswith("warning: 1 files")]
+  assert len(warn) == 1 and "im1.png" in warn[0] and "ratio-0.5 model" in warn[0]
+  assert not (read(reports[1].out_path) == 254).any()
+
+
+def test_unknown_value_255_fills_void(tmp_path, run_dir):
+  images, labels, given = write_pairs(tmp_path, n=1, box=None, void=True)
+  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], missing="unknown",
+                                 unknown_value=255, log=lambda s: None)
+  label, out = given["im0"], read(r.out_path)
+  assert not (out == 255).any() and (out[label != 255] == label[label != 255]).all()
+
+
+def test_complete_mode_and_cli(tmp_path, run_dir, capsys):
+  images, labels, _ = write_pairs(tmp_path, n=1)
+  out = str(tmp_path / "out_mode")
+  result = train.run(tiny_config(**{"mode": "complete", "lmae.complete_images": images,
+                                    "lmae.complete_labels": labels, "lmae.complete_out": out}), run_dir)
+  assert result["complete/files"] == 1 and os.path.isfile(os.path.join(out, "im0.png"))
+  complete.run_main(["--images", images, "--labels", labels, "--out", str(tmp_path / "out_cli"),
+                     "--model", run_dir, "--checkpoint", "best"])
+  printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert printed["files"] == 1 and printed["changed_pixels"] == result["complete/changed_pixels"]
+
+
+# --- files: overwrite, midway failure, interrupted runs -----------------------------------------------------
+def test_refuses_to_overwrite_and_names_bad_files(tmp_path, run_dir):
+  images, labels, _ = write_pairs(tmp_path, n=2)
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / "im1.png").write_bytes(b"keep me")
+  with pytest.raises(DataError, match=r"out/im1\.png already exists"):
+    complete.complete_folder(images, labels, str(out), [run_dir])
+  assert (out / "im1.png").read_bytes() == b"keep me" and not (out / "im0.png").exists()
+  with open(os.path.join(labels, "im0.png"), "wb") as f:
+    f.write(b"not a png")
+  with pytest.raises(DataError, match=r"labels/im0\.png could not be decoded"):
+    complete.complete_folder(images, labels, str(tmp_path / "o3"), [run_dir], log=lambda s: None)
+
+
+def test_failing_midway_leaves_no_partial_output(tmp_path, run_dir):
+  images, labels, _ = write_pairs(tmp_path, n=3)
+  good = open(os.path.join(labels, "im2.png"), "rb").read()
+  with open(os.path.join(labels, "im2.png"), "wb") as f:  # the last pair is broken: found only after 2 outputs
+    f.write(good[: len(good) // 2])
+  out = tmp_path / "out"
+  with pytest.raises(DataError, match=r"labels/im2\.png"):
+    complete.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
+  assert not out.exists()  # neither finished outputs nor the scratch folder (nor the new folder) are left
+  with open(os.path.join(labels, "im2.png"), "wb") as f:
+    f.write(good)
+  reports = complete.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
+  assert sorted(os.listdir(out)) == ["im0.png", "im1.png", "im2.png"] and len(reports) == 3
+
+
+def test_later_run_removes_partial_folders_of_dead_runs_only(tmp_path):
+  images, labels, _ = write_pairs(tmp_path, n=1)
+  out = tmp_path / "out"
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+  stale = out / f"{complete.PARTIAL_PREFIX}{int(dead.stdout)}_abc"  # as a SIGKILLed run leaves it
+  legacy = out / f"{complete.PARTIAL_PREFIX}q1w2e3"                  # older versions: no pid
+  live = out / f"{complete.PARTIAL_PREFIX}{os.getpid()}_xyz"         # a completion still running
+  for d in (stale, legacy, live):
+    d.mkdir(parents=True)
+    (d / "im0.png").write_bytes(b"half")
+  lines = []
+  complete.complete_folder(images, labels, str(out), method="nearest", log=lines.append)
+  assert sorted(os.listdir(out)) == sorted(["im0.png", live.name])
+  assert sum("left by an interrupted completion" in line for line in lines) == 2
+
+
+def test_sigterm_removes_the_partial_folder(tmp_path):
+  images, labels, _ = write_pairs(tmp_path, n=1, size=(48, 48))
+  for i in range(1, 400):  # enough pairs that the run is still going when the signal comes
+    shutil.copy(os.path.join(images, "im0.jpg"), os.path.join(images, f"c{i}.jpg"))
+    shutil.copy(os.path.join(labels, "im0.png"), os.path.join(labels, f"c{i}.png"))
+  out = tmp_path / "out"
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  proc = subprocess.Popen([sys.executable, "-m", "maskseg_jax.complete", f"--images={images}",
+                           f"--labels={labels}", f"--out={out}", "--method=geodesic"], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 120
+  while time.time() < deadline and not (out.is_dir() and any(f.name.startswith(".maskseg") for f in out.iterdir())
+                                        and any(out.glob(".maskseg_partial_*/*.png"))):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=60)
+  assert proc.returncode == 143, err[-2000:]
+  assert "error: interrupted by SIGTERM" in err and "Traceback" not in err
+  assert not out.exists()
+
+
+# --- bad input: one line, exit 2 ---------------------------------------------------------------------------
+def _fake_run(tmp_path, run_dir, text):
+  bad = tmp_path / "bad_run"
+  bad.mkdir()
+  (bad / "config.json").write_text(text if text is not None else "")
+  return str(bad)
+
+
+def _config_text(run_dir):
+  with open(os.path.join(run_dir, "config.json")) as f:
+    return f.read()
+
+
+BAD_CASES = {
+    # name: (extra argv builder(tmp, run, images, labels) -> argv changes, key words)
+    "out_is_file": (lambda t, r, i, l: {"out": str(t / "a_file")}, ["a_file", "is an existing file",
+                                                                    "expected a folder"]),
+    "out_is_labels": (lambda t, r, i, l: {"out": l}, ["is an input folder (labels)"]),
+    "out_inside_labels": (lambda t, r, i, l: {"out": os.path.join(l, "done")}, ["inside the labels folder"]),
+    "out_inside_images": (lambda t, r, i, l: {"out": os.path.join(i, "x", "done")},
+                          ["inside the images folder"]),
+    "config_malformed": (lambda t, r, i, l: {"model": [_fake_run(t, r, "{'method': lmae")]},
+                         ["config.json is not valid JSON", "line 1"]),
+    "config_list": (lambda t, r, i, l: {"model": [_fake_run(t, r, "[1, 2]")]},
+                    ["config.json holds a JSON list", "expected an object"]),
+    "config_truncated": (lambda t, r, i, l: {"model": [_fake_run(t, r, _config_text(r)[:300])]},
+                         ["config.json is not valid JSON", "cut short"]),
+    "config_empty": (lambda t, r, i, l: {"model": [_fake_run(t, r, None)]}, ["config.json is not valid JSON",
+                                                                             "empty or cut short"]),
+    "config_lacks_field": (lambda t, r, i, l: {"model": [_fake_run(t, r, json.dumps(
+        {k: v for k, v in json.loads(_config_text(r)).items() if k != "lmae"}))]}, ["lacks lmae.mask_ratio"]),
+    "ratio_zero": (lambda t, r, i, l: {"model": [f"0={r}"]}, ["--model=0=", "ratio 0 is out of range", "(0, 1)"]),
+    "ratio_nan": (lambda t, r, i, l: {"model": [f"nan={r}"]}, ["ratio nan is out of range"]),
+    "same_ratio_twice": (lambda t, r, i, l: {"model": [r, f"0.5={r}"]}, ["two models at mask ratio 0.5",
+                                                                        "one model per ratio"]),
+    "unknown_is_a_class": (lambda t, r, i, l: {"extra": ["--unknown_value=3"]},
+                           ["unknown_value=3 is class id 3", "0..5", "--unknown_value=254"]),
+    "unknown_255_with_254s": (lambda t, r, i, l: {"extra": ["--unknown_value=255"]},
+                              ["values [254]", "255 (void, which --unknown_value=255 also makes the unknown",
+                               "pass --unknown_value=254"]),
+    "fill_with_paper_missing": (lambda t, r, i, l: {"model": [], "extra": ["--method=nearest", "--missing=paper"]},
+                                ["--missing=paper", "--method=nearest needs"]),
+    "model_method_without_model": (lambda t, r, i, l: {"model": []}, ["--method=model needs a trained L-MAE"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_is_one_line_error(tmp_path, run_dir, capsys, case):
+  images, labels, _ = write_pairs(tmp_path, n=1)
+  (tmp_path / "a_file").write_text("user data")
+  build, words = BAD_CASES[case]
+  args = {"out": str(tmp_path / "out"), "model": [run_dir], "extra": []}
+  args.update(build(tmp_path, run_dir, images, labels))
+  argv = ["--images", images, "--labels", labels, "--out", args["out"], *args["extra"]]
+  argv += [f"--model={m}" for m in args["model"]]
+  with pytest.raises(SystemExit) as e:
+    complete.run_main(argv)
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1, err
+  for w in words:
+    assert w in err, (w, err)
+  assert "255 (void) or 255 (unknown)" not in err
+  assert (tmp_path / "a_file").read_text() == "user data" and not (tmp_path / "out").exists()
+  assert not os.path.exists(os.path.join(labels, "done"))
