@@ -8,6 +8,7 @@ convs (64-64-128, as in UniMatch / ResNet-D). Shared building blocks for the dec
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import jax
@@ -200,3 +201,43 @@ def resize_to(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
 def logits_at(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
   """Casts logits to float32 before upsampling, so bfloat16 compute still yields float32 outputs."""
   return resize_to(x.astype(jnp.float32), hw)
+
+
+# ------------------------------------------------------------------------------------------ torch names
+# torchvision / timm state-dict keys -> variable paths of `ResNet` (relative to it), so ImageNet weights from
+# where users keep them load without a conversion script. The deep stem is timm's / UniMatch's layout
+# (`conv1` a Sequential of conv-bn-relu x2 + conv, then `bn1`); shapes are checked by the loader.
+_TORCH_STEM = {
+    False: {"conv1": "stem/0/conv", "bn1": "stem/0/bn"},
+    True: {"conv1.0": "stem/0/conv", "conv1.1": "stem/0/bn", "conv1.3": "stem/1/conv", "conv1.4": "stem/1/bn",
+           "conv1.6": "stem/2/conv", "bn1": "stem/2/bn"},
+}
+_TORCH_BLOCK = re.compile(r"^layer([1-4])\.(\d+)\.(conv[1-3]|bn[1-3]|downsample\.0|downsample\.1)$")
+_TORCH_DOWNSAMPLE = {"downsample.0": "downsample/conv", "downsample.1": "downsample/bn"}
+_TORCH_LEAF = {"conv": {"weight": "kernel"},
+               "bn": {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}}
+TORCH_IGNORED = re.compile(r"(^fc\.|\.num_batches_tracked$)")  # the ImageNet classifier, BN step counters
+
+
+def torch_deep_stem(keys) -> bool:
+  """Whether a torch ResNet state dict has the 3-conv deep stem (timm `*c`/`*d`, UniMatch) rather than 7x7."""
+  return "conv1.0.weight" in keys
+
+
+def torch_variable(key: str, *, deep_stem: bool) -> tuple[str, str] | None:
+  """torch key -> (path inside `ResNet`, 'conv' | 'bn'), or None when this ResNet has no such variable."""
+  module, _, leaf = key.rpartition(".")
+  target = _TORCH_STEM[deep_stem].get(module)
+  if target is None and (m := _TORCH_BLOCK.match(module)):
+    part = _TORCH_DOWNSAMPLE.get(m.group(3), m.group(3))
+    target = f"layer{m.group(1)}/{m.group(2)}/{part}"
+  if target is None:
+    return None
+  kind = "conv" if target.rsplit("/", 1)[-1].startswith("conv") else "bn"
+  name = _TORCH_LEAF[kind].get(leaf)
+  return (f"{target}/{name}", kind) if name else None
+
+
+def torch_to_flax(value, kind: str):
+  """A torch array in this ResNet's layout: conv OIHW -> HWIO; BatchNorm vectors unchanged."""
+  return value.transpose(2, 3, 1, 0) if kind == "conv" else value
