@@ -1,12 +1,18 @@
 """L-MAE train-step throughput at several mask ratios, as JSON: the visible-only encoder's saving.
 
   python experiments/benchmark_lmae.py [--size=cpu|paper|tiny] [--batch=8] [--steps=5] [--ratios=0,0.5,0.75]
+  python experiments/benchmark_lmae.py --completion --images=DIR --labels=DIR [--model=RUN ...]
+      [--methods=model,nearest,geodesic] [--missing=unknown_and_void] [--scale=train]
 
 For each mask ratio: images/s of the jitted L-MAE train step (sharded over all local devices), compile
 seconds, XLA's cost-analysis FLOPs per step, achieved FLOP/s and its fraction of a float32 matmul peak
 measured in the same run. Only the encoder's token count falls with the ratio (the decoder always sees all
 L positions), so FLOPs fall by less than the ratio. `cpu` is what a 2-core machine times in a minute;
 `paper` is EB8/DB6/ED1440/DD720 at 224 (time it on an accelerator); `tiny` is for the smoke test.
+
+`--completion`: the completion command (`maskseg_jax.complete.complete_folder`, file reading and writing
+included) on a folder, per method: a first pass (with the model's compiles, one per mask bucket) and a timed
+second pass into a fresh folder; images/s of the second pass, as JSON. `model` needs --model; fills need none.
 """
 
 from __future__ import annotations
@@ -46,14 +52,59 @@ def config_for(size: str, ratio: float, num_classes: int):
   return c
 
 
+def completion_benchmark(args) -> dict:
+  """images/s of the completion command on a folder, for the model and each fill."""
+  import shutil
+  import tempfile
+  import time
+
+  from maskseg_jax import complete
+  rows = []
+  completers = complete.resolve_models(args.model, "latest", print) if args.model else []
+  for method in args.methods.split(","):
+    if method == "model" and not completers:
+      continue
+    tmp = tempfile.mkdtemp(prefix="bench_completion_")
+    try:
+      times = []
+      for run in ("first", "timed"):
+        t = time.perf_counter()
+        reports = complete.complete_folder(args.images, args.labels, os.path.join(tmp, run), completers,
+                                           method=method, missing=args.missing, scale=args.scale,
+                                           log=lambda s: None)
+        times.append(time.perf_counter() - t)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    row = dict(method=method, files=len(reports), first_pass_s=round(times[0], 3), seconds=round(times[1], 3),
+               images_per_s=round(len(reports) / times[1], 2),
+               changed_pixels=sum(r.changed_pixels for r in reports))
+    if method == "model":
+      row.update(tiles=sum(r.tiles for r in reports),
+                 mean_masked_fraction=round(float(np.mean([r.masked_fraction or 0 for r in reports])), 3),
+                 compiles=sum(len(c.traces) for c in completers))
+    rows.append(row)
+  return dict(devices=jax.device_count(), platform=jax.devices()[0].platform, images=args.images,
+              missing=args.missing, scale=args.scale, models=args.model, results=rows)
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
+  ap.add_argument("--completion", action="store_true", help="time the completion command on a folder instead")
+  ap.add_argument("--images", default="")
+  ap.add_argument("--labels", default="")
+  ap.add_argument("--model", action="append", default=[])
+  ap.add_argument("--methods", default="model,nearest,geodesic")
+  ap.add_argument("--missing", default="unknown_and_void")
+  ap.add_argument("--scale", default="train")
   ap.add_argument("--size", default="cpu", choices=sorted(SIZES))
   ap.add_argument("--batch", type=int, default=8)
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--ratios", default="0,0.5,0.75")
   ap.add_argument("--num_classes", type=int, default=21)
   args = ap.parse_args()
+  if args.completion:
+    print(json.dumps(completion_benchmark(args), indent=1))
+    return
   mesh = sharding.make_mesh()
   peak = matmul_peak() * jax.local_device_count()
   results = []

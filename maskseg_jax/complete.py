@@ -445,8 +445,9 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
   forced_px = mode.forced(label, codes[0])
   background = float(_not_foreground(label, codes[0]).mean())
   fields = dict(method="model", background_proportion=background)
-  if not fillable.any():
-    return label.copy(), dict(fields, changed_pixels=0, ratio=None, masked_fraction=0.0, tiles=0)
+  if not fillable.any():  # nothing to fill: reported as the smallest-ratio model, run on no tile
+    first = completers[route([c.ratio for c in completers], [0.0] * len(completers))]
+    return label.copy(), dict(fields, changed_pixels=0, ratio=first.ratio, masked_fraction=0.0, tiles=0)
   plans = [plan_tiles(c, forced_px, scale) for c in completers]
   needs = [max(int(t.force.sum()) for t in tiles) / c.num_patches for c, tiles in zip(completers, plans)]
   index = route([c.ratio for c in completers], needs if mode.exact else [background] * len(completers))
@@ -535,7 +536,7 @@ class FileReport:
   out_path: str
   changed_pixels: int
   method: str                    # model | nearest | geodesic
-  ratio: float | None            # routed ratio of the model used (None: a fill, or nothing to fill)
+  ratio: float | None            # routed ratio of the model used (None: a fill)
   masked_fraction: float | None  # largest fraction of patches masked in one tile (None: a fill)
   background_proportion: float   # pixels that are no foreground class (void, unknown, background classes)
   tiles: int                     # model inputs run for this file
@@ -613,7 +614,7 @@ def terminate_as_interrupt():
 def _describe(r: FileReport) -> str:
   if r.method != "model":
     how = r.method
-  elif r.ratio is None:
+  elif r.tiles == 0:
     how = "nothing to fill"
   else:
     how = (f"model ratio {r.ratio:g}, {r.masked_fraction:.0%} of patches masked, {r.tiles} "
@@ -689,7 +690,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
         report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
         log(_describe(report))
         reports.append(report)
-        if method == "model" and report.ratio is not None:
+        if method == "model" and report.tiles:
           trained = max(c.train_ratio for c in completers if c.ratio == report.ratio)
           if report.masked_fraction > trained + 1e-9:
             over.append((report.name, report.masked_fraction, trained))

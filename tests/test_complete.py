@@ -404,3 +404,27 @@ def test_bad_input_is_one_line_error(tmp_path, run_dir, capsys, case):
   assert "255 (void) or 255 (unknown)" not in err
   assert (tmp_path / "a_file").read_text() == "user data" and not (tmp_path / "out").exists()
   assert not os.path.exists(os.path.join(labels, "done"))
+
+
+def test_nothing_to_fill_is_copied_without_running_the_model(tmp_path, run_dir):
+  c = complete.load_completer(run_dir, log=lambda s: None)
+  images, labels, given = write_pairs(tmp_path, n=1, box=None)
+  lines = []
+  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], missing="unknown",
+                                 log=lines.append)
+  assert (r.changed_pixels, r.tiles, r.ratio, c.traces) == (0, 0, 0.5, [])
+  assert "nothing to fill" in lines[0] and (read(r.out_path) == given["im0"]).all()
+
+
+def test_completion_benchmark_reports_images_per_second(tmp_path, run_dir):
+  sys.path.insert(0, os.path.join(fixtures.REPO, "experiments"))
+  import benchmark_lmae
+  images, labels, _ = write_pairs(tmp_path, n=2)
+  args = benchmark_lmae.argparse.Namespace(images=images, labels=labels, model=[run_dir],
+                                           methods="model,nearest", missing="unknown_and_void", scale="train")
+  out = benchmark_lmae.completion_benchmark(args)
+  rows = {r["method"]: r for r in out["results"]}
+  assert set(rows) == {"model", "nearest"} and rows["model"]["compiles"] == 1
+  for r in rows.values():
+    assert r["files"] == 2 and r["images_per_s"] > 0 and r["changed_pixels"] == 2 * 120
+  assert json.dumps(out)
