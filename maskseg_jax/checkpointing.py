@@ -4,28 +4,118 @@ A checkpoint holds `state` (params, batch statistics, optimizer, step and method
 `data` (the grain iterator's position, one file per process) and `meta` (the step and the metrics at that
 step). Orbax writes each step into a temporary folder and renames it when complete, so a killed run never
 leaves a half-written step that looks finished; a leftover temporary folder is ignored and removed when the
-next run opens the folder. A step damaged later (truncated or deleted files) fails to restore: `restore()`
-then says so, falls back to the previous step and moves the damaged one aside to `damaged_<step>` (never
-deleting it). Iterator states count global batches (see data/pipeline.py), so a checkpoint written by N
+next run opens the folder. `meta` also holds a digest of every array of `state`, checked after each restore,
+so bytes changed on disk after the save (a disk error, a bad copy) are found even when the file size is
+unchanged. A damaged step (truncated, deleted or changed files) fails to restore: `restore()` falls back to
+the previous step, moves the damaged one aside to `damaged_<step>` (never deleting it) and says so in one
+line. A step written by a different model (other shapes) is not damage: it stops the run, naming the arrays. Iterator states count global batches (see data/pipeline.py), so a checkpoint written by N
 processes restores with M processes: a process without its own state file takes process 0's.
 Preservation: the last `keep` steps plus the best by `best_metric`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob
+import hashlib
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from maskseg_jax.errors import CheckpointError
+
+
+class CheckpointMismatchError(CheckpointError):
+  """The saved arrays have other names or shapes than this run's state: another model, not damage."""
+
+
+def leaf_name(path) -> str:
+  """'params/backbone/conv/kernel/value': the same name for a live state and for Orbax's metadata tree."""
+  parts = []
+  for key in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(key, attr):
+        parts.append(str(getattr(key, attr)))
+        break
+    else:
+      parts.append(str(key))
+  return "/".join(parts)
+
+
+def _host_value(leaf) -> np.ndarray | None:
+  """The full value of a leaf on this host (a replicated global array: its first local copy)."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    if not leaf.is_fully_replicated:
+      return None  # sharded over processes: no process holds it whole
+    leaf = leaf.addressable_data(0)
+  return np.asarray(jax.device_get(leaf))
+
+
+def array_digests(tree) -> dict[str, list[str]]:
+  """name -> [dtype, blake2b of shape and bytes] for every array leaf of `tree`."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    value = _host_value(leaf)
+    if value is None:
+      continue
+    h = hashlib.blake2b(repr(value.shape).encode(), digest_size=16)
+    h.update(np.ascontiguousarray(value).tobytes())
+    out[leaf_name(path)] = [str(value.dtype), h.hexdigest()]
+  return out
+
+
+def digest_mismatches(saved: dict, tree) -> list[str]:
+  """Names of leaves whose restored bytes differ from the digest saved with them (same dtype only: a restore
+  may cast, e.g. into bfloat16, and a cast value has other bytes)."""
+  got = array_digests(tree)
+  return sorted(name for name, (dtype, digest) in saved.items()
+                if name in got and got[name][0] == dtype and got[name][1] != digest)
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+  """The first line of an error without TensorStore's spec dump, for one-line reports."""
+  text = (str(error) or type(error).__name__).split("See full TensorStore details", 1)[0]
+  line = text.strip().splitlines()[0].strip() if text.strip() else type(error).__name__
+  return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_orbax_leftovers():
+  """Orbax's failed reads leave sibling coroutines whose exceptions Python prints at garbage collection
+  ('Exception ignored in: <coroutine ...>' plus a TensorStore spec dump); the cause is already reported in one
+  line, so those are dropped here (anything else still reaches the previous hook)."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    text = f"{unraisable.exc_value} {unraisable.object!r}"
+    if "TensorStore" in text or "orbax" in text or "coroutine" in text:
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
+
+
+def _all_agree(ok: bool) -> bool:
+  """True only if every process says ok (one process reading a damaged file makes every process fall back)."""
+  if jax.process_count() == 1:
+    return ok
+  from jax.experimental import multihost_utils
+  return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
 
 
 _WHOLE_REPLICA_SAVES = []
@@ -72,12 +162,17 @@ class Checkpointer:
     usable = {k: float(v) for k, v in (metrics or {}).items()}
     if self.best_metric and self.best_metric not in usable:
       usable = None  # not ranked: kept only while it is among the latest
-    items = dict(state=ocp.args.StandardSave(state),
-                 meta=ocp.args.JsonSave({"step": int(step), "metrics": usable or {}}))
+    meta = {"step": int(step), "metrics": usable or {}, "digests": array_digests(state)}
+    items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=usable, force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(int(step), args=ocp.args.Composite(**items), metrics=usable, force=True)
+      self.manager.wait_until_finished()
+    except OSError as e:  # a full disk or a folder made read-only during the run
+      raise CheckpointError(f"could not write checkpoint step {step} to {self.directory} "
+                            f"({e.strerror or _first_line(e)}); free space or fix the folder's permissions, then "
+                            "rerun the same command to resume from the last saved step") from e
 
   def restore(self, abstract_state: Any, data_iterator=None, step: int | None = None, *,
               warn: Callable[[str], None] | None = None):
@@ -95,23 +190,26 @@ class Checkpointer:
     failed = []
     for s in steps:
       try:
-        result = self._restore_step(s, abstract_state, data_iterator)
+        result = self._restore_step(s, abstract_state, data_iterator, agree=True)
+      except CheckpointMismatchError:
+        raise  # another model wrote it: falling back would only find the same mismatch
       except CheckpointError as e:
-        failed.append((s, e))
-        cause = str(e.__cause__ or e).splitlines()[0][:300]
-        warn(f"warning: checkpoint step {s} in {self.directory} is damaged or does not match this run "
-             f"({type(e.__cause__ or e).__name__}: {cause}); trying the previous step")
+        failed.append((s, _first_line(e.__cause__ or e)))
         continue
       if failed:
         moved = self._move_aside([f for f, _ in failed])
-        warn(f"warning: resumed from step {s} instead of the damaged step(s) {[f for f, _ in failed]}; moved "
-             f"them aside to {', '.join(moved)} (inspect or delete them yourself)")
+        for (f, cause), target in zip(failed, moved):
+          warn(f"warning: step {f} is damaged ({cause}); kept as {os.path.basename(target)}, restoring step {s}")
       return result
-    details = "; ".join(f"step {f}: {str(e.__cause__ or e).splitlines()[0][:200]}" for f, e in failed)
-    raise CheckpointError(f"no checkpoint in {self.directory} could be restored ({details}). If the model or "
-                          "config changed, use a new --workdir; otherwise the checkpoints are damaged")
+    details = "; ".join(f"step {f}: {cause}" for f, cause in failed)
+    raise CheckpointError(f"no checkpoint in {self.directory} could be restored ({details}); the checkpoints "
+                          "are damaged: delete the folder to start over, or restore it from a backup")
 
-  def _restore_step(self, step: int, abstract_state: Any, data_iterator=None):
+  def _restore_step(self, step: int, abstract_state: Any, data_iterator=None, *, agree: bool = False):
+    """One step, checked three ways: the saved names and shapes match the target (else a mismatch error),
+    Orbax reads it, and every array's bytes match the digest saved with it (else it is damaged). `agree`:
+    every process takes part and all fail if one does (the resume loop; a lone reader must not wait)."""
+    self.check_layout(step, abstract_state)
     items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
     data_dir = os.path.join(self.directory, str(step), "data")
     foreign = None  # iterator state files written by another number of processes
@@ -121,15 +219,59 @@ class Checkpointer:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
       else:
         foreign = sorted(glob.glob(os.path.join(data_dir, "process_*-of-*.json")))
-    try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-      if foreign is not None:
-        if not foreign:
-          raise FileNotFoundError(f"{data_dir} holds no process_*-of-*.json iterator state")
-        _set_iterator_state(data_iterator, foreign[0])
-    except Exception as e:  # orbax raises many types for damaged or mismatched trees
-      raise CheckpointError(f"could not restore step {step} from {self.directory}: {e}") from e
+    error = None
+    with _quiet_orbax_leftovers():
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        if foreign is not None:
+          if not foreign:
+            raise FileNotFoundError(f"{data_dir} holds no process_*-of-*.json iterator state")
+          _set_iterator_state(data_iterator, foreign[0])
+        bad = digest_mismatches(restored["meta"].get("digests", {}), restored["state"])
+        if bad:
+          raise ValueError(f"checksum mismatch in {len(bad)} array(s), e.g. {bad[0]}: the files changed after "
+                           "they were saved")
+      except Exception as e:  # orbax raises many types for damaged trees
+        error = e
+    if not (_all_agree(error is None) if agree else error is None):
+      error = error or RuntimeError("another process could not restore it")
+      raise CheckpointError(f"could not restore step {step} from {self.directory}: {_first_line(error)}") \
+          from error
     return restored["state"], restored["meta"]
+
+  def saved_layout(self, step: int) -> dict[str, tuple]:
+    """name -> (shape, dtype) of the arrays saved in `state` of `step` (read from metadata, no array data)."""
+    reader = ocp.StandardCheckpointHandler()
+    try:
+      saved = reader.metadata(epath.Path(os.path.join(self.directory, str(step), "state")))
+    except Exception as e:  # orbax raises many types for missing or damaged metadata
+      raise CheckpointError(f"could not read the array metadata of step {step} in {self.directory}: "
+                            f"{_first_line(e)}") from e
+    finally:
+      reader.close()
+    tree = saved.tree if hasattr(saved, "tree") else saved
+    return {leaf_name(p): (tuple(m.shape), str(m.dtype)) for p, m in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+  def check_layout(self, step: int, abstract_state: Any) -> None:
+    """Raises CheckpointMismatchError naming the arrays whose names or shapes differ from `abstract_state`."""
+    saved = self.saved_layout(step)
+    want = {leaf_name(p): tuple(a.shape) for p, a in jax.tree_util.tree_flatten_with_path(abstract_state)[0]}
+    reshaped = [f"{n} is {saved[n][0]} there but {want[n]} here" for n in sorted(want)
+                if n in saved and saved[n][0] != want[n]]
+    missing = sorted(set(want) - set(saved))
+    extra = sorted(set(saved) - set(want))
+    if not (reshaped or missing or extra):
+      return
+    parts = reshaped[:2]
+    if len(reshaped) > 2:
+      parts.append(f"{len(reshaped) - 2} more arrays of other shapes")
+    if missing:
+      parts.append(f"{len(missing)} arrays of this run not in it (e.g. {missing[0]})")
+    if extra:
+      parts.append(f"{len(extra)} arrays not in this run (e.g. {extra[0]})")
+    raise CheckpointMismatchError(
+        f"checkpoint step {step} in {self.directory} was written by a different model: {'; '.join(parts)}. "
+        "Resume with the config the run was started with (its config.json), or use a new --workdir")
 
   def _move_aside(self, steps: list[int]) -> list[str]:
     """Renames damaged step folders to `damaged_<step>` (process 0; the others wait) and forgets them."""
@@ -177,7 +319,13 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointError(f"no checkpoint in {self.directory}")
-    return self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                   meta=ocp.args.JsonRestore()))
+    bad = digest_mismatches(restored["meta"].get("digests", {}), restored["state"])
+    if bad:
+      raise CheckpointError(f"step {step} in {self.directory} is damaged: checksum mismatch in {len(bad)} "
+                            f"array(s), e.g. {bad[0]}")
+    return restored["state"]
 
   def close(self) -> None:
     self.manager.close()
