@@ -43,15 +43,38 @@ _FOLDER_LAYOUT = ("expected images/ (.jpg/.jpeg/.png) and labels/ (.png class id
 
 # ----------------------------------------------------------------------------------------------- decoding
 
+def _gray16_to_rgb(im: Image.Image) -> np.ndarray:
+  """16-bit grayscale (PNG 'I;16*', or 'I' holding 0..65535) to uint8 RGB by v / 257, the full-range scaling
+  Pillow itself applies to 16-bit RGB PNGs. `convert('RGB')` would clip every value above 255 to white."""
+  arr = np.asarray(im).astype(np.int64)
+  if arr.size and (arr.min() < 0 or arr.max() > 65535):
+    raise ValueError(f"pixel mode {im.mode!r} with values {int(arr.min())}..{int(arr.max())} outside 16 bits")
+  gray = np.round(arr / 257.0).astype(np.uint8)
+  return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _refuse_float(im: Image.Image) -> np.ndarray:
+  raise ValueError(f"pixel mode {im.mode!r} (floating point) has no fixed 0..255 scale; save it as an 8- or "
+                   "16-bit image")
+
+
+# Pixel modes `convert('RGB')` gets wrong; every other mode (L, P, RGB, RGBA, LA, CMYK, 1, 16-bit RGB PNGs,
+# which Pillow opens as RGB) converts correctly.
+_IMAGE_DECODERS = {"I;16": _gray16_to_rgb, "I;16L": _gray16_to_rgb, "I;16B": _gray16_to_rgb,
+                   "I;16N": _gray16_to_rgb, "I": _gray16_to_rgb, "F": _refuse_float}
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
   """Decodes an image file to uint8 RGB [H, W, 3]; any failure becomes a DataError naming the file."""
   try:
     with Image.open(path) as im:
-      arr = np.asarray(im.convert("RGB"))
+      decode = _IMAGE_DECODERS.get(im.mode)
+      arr = decode(im) if decode else np.asarray(im.convert("RGB"))
   except FileNotFoundError:
     raise DataError(f"image file {path} not found") from None
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise DataError(f"image file {path} could not be decoded ({e}); expected a readable JPEG or PNG") from e
+    raise DataError(f"image file {path} could not be decoded ({e}); expected a readable JPEG or PNG (8- or "
+                    "16-bit)") from e
   return arr
 
 
