@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.method = "supervised"      # key of maskseg_jax.methods.METHODS
   c.mode = "train"             # train | eval | predict (methods may add more, e.g. lmae: complete)
   c.seed = 0
+  c.eval_untrained = False     # True: mode=eval/predict/... may run without a checkpoint (an untrained model)
 
   d = c.data = ml_collections.ConfigDict()
   d.name = "synthetic"         # key of maskseg_jax.data.sources.SOURCES

@@ -114,14 +114,101 @@ def check_config(config) -> None:
     check(config)
 
 
+def _probe_writable(folder: str) -> None:
+  """Makes and removes a file and a folder in `folder` (what a log line and an Orbax save need)."""
+  probe = os.path.join(folder, f".write_test_{os.getpid()}")
+  with open(probe, "w"):
+    pass
+  os.remove(probe)
+  os.mkdir(probe)
+  os.rmdir(probe)
+
+
 def check_workdir(workdir: str) -> None:
-  """The run folder exists (or can be made) and takes a file, before hours are spent producing them."""
-  probe = os.path.join(workdir, f".write_test_{os.getpid()}")
+  """The run folder and its checkpoints/ exist (or can be made) and take files, before hours are spent
+  producing them: a read-only checkpoints/ found at the first save loses everything trained until then."""
+  checkpoints = os.path.join(workdir, "checkpoints")
   try:
     os.makedirs(workdir, exist_ok=True)
-    with open(probe, "w"):
-      pass
-    os.remove(probe)
+    _probe_writable(workdir)
   except OSError as e:
     raise ConfigError(f"workdir {workdir} is not writable ({e.strerror or e}); choose a folder you can write to "
                       "with --workdir") from None
+  if os.path.lexists(checkpoints) and not os.path.isdir(checkpoints):
+    raise ConfigError(f"{checkpoints} is not a folder; move it away (the run saves its checkpoints there)")
+  if os.path.isdir(checkpoints):
+    try:
+      _probe_writable(checkpoints)
+    except OSError as e:
+      raise ConfigError(f"checkpoint folder {checkpoints} is not writable ({e.strerror or e}); fix its "
+                        "permissions (e.g. chmod u+w) or use another --workdir") from None
+
+
+# Fields that fix the shapes of a run's state: a resume with other values cannot restore its checkpoints.
+RUN_IDENTITY = ("method", "data.num_classes", "model")
+RESUMABLE_MODEL_FIELDS = ("dtype", "dropout", "drop_path", "init_from")  # change freely between resumes
+
+
+def _identity(tree: dict) -> dict[str, object]:
+  """Flat {dotted key: value} of the RUN_IDENTITY fields of a config as JSON (tuples as lists)."""
+  out = {}
+  for key in RUN_IDENTITY:
+    node = tree
+    for part in key.split("."):
+      node = node.get(part, "<missing>") if isinstance(node, dict) else "<missing>"
+    if isinstance(node, dict):
+      out.update({f"{key}.{k}": v for k, v in node.items() if k not in RESUMABLE_MODEL_FIELDS})
+    else:
+      out[key] = node
+  return out
+
+
+def identity_differences(saved: dict, config) -> list[str]:
+  """'model.width: 0.125 in the run, 0.25 here' for every identity field that differs. Fields only one side
+  has are skipped (a field added to the schema later must not lock older runs out)."""
+  import json
+  now = _identity(json.loads(config.to_json_best_effort()))
+  before = _identity(saved)
+  return [f"{k}: {before[k]!r} in the run, {now[k]!r} here" for k in sorted(set(now) & set(before))
+          if before[k] != now[k] and "<missing>" not in (before[k], now[k])]
+
+
+def has_checkpoints(workdir: str) -> bool:
+  folder = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(folder) and any(name.isdigit() for name in os.listdir(folder))
+
+
+def check_run_folder(config, workdir: str) -> None:
+  """A workdir that holds a trained run is resumed only by a config of the same method and shapes.
+
+  Checked before `config.json` is rewritten, so a wrong --config (or none) never destroys the record that
+  `maskseg-complete` and later resumes read. A folder without checkpoints has nothing to protect.
+  """
+  import json
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path) or not has_checkpoints(workdir):
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+    if not isinstance(saved, dict) or "method" not in saved:
+      raise ValueError(f"a JSON {type(saved).__name__} without a 'method', not a maskseg config")
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path} of this trained run is unreadable ({str(e).splitlines()[0]}), so this config "
+                      "cannot be checked against the run; restore that file, or use a new --workdir") from None
+  diffs = identity_differences(saved, config)
+  if diffs:
+    shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+    raise ConfigError(f"{workdir} holds a run of another method or model shape ({shown}); resume it with the "
+                      f"config it was started with ({path}), or use a new --workdir")
+
+
+def write_config(config, workdir: str) -> None:
+  """Writes `config.json` atomically (temporary file, then rename): an interrupted start never leaves it
+  empty or truncated."""
+  path = os.path.join(workdir, "config.json")
+  text = config.to_json_best_effort(indent=1, sort_keys=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)

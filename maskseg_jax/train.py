@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -28,33 +29,42 @@ class NonFiniteLossError(MasksegError, FloatingPointError):
 
 
 class _StopFlag:
-  """Set by SIGTERM (preemption): the loop saves a checkpoint and returns at the next step boundary."""
+  """Set by SIGTERM (preemption) or a first Ctrl-C (SIGINT): the loop saves a checkpoint and returns at the next
+  step boundary. A second Ctrl-C interrupts at once (nothing saved beyond the last checkpoint)."""
+
+  SIGNALS = {signal.SIGTERM: "SIGTERM (preemption)", signal.SIGINT: "Ctrl-C (SIGINT)"}
 
   def __init__(self):
     self.stop = False
     self.reason = ""
-    self._old = None
+    self._old = {}
 
   def __enter__(self):
-    try:
-      self._old = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread: no handler, nothing to restore
-      self._old = None
+    for signum in self.SIGNALS:
+      try:
+        self._old[signum] = signal.signal(signum, self._handle)
+      except ValueError:  # not the main thread: no handler, nothing to restore
+        pass
     return self
 
   def _handle(self, signum, frame):
-    self.stop, self.reason = True, "SIGTERM (preemption)"
+    if signum == signal.SIGINT:
+      if self.stop:  # the second Ctrl-C: the user does not want to wait for the save
+        raise KeyboardInterrupt
+      print("Ctrl-C: saving a checkpoint at the end of this step (Ctrl-C again quits without saving)",
+            file=sys.stderr, flush=True)
+    self.stop, self.reason = True, self.SIGNALS[signum]
 
   def agree(self) -> None:
-    """Multi-process: stop everywhere if any process got SIGTERM, so all save the same step together."""
+    """Multi-process: stop everywhere if any process was signalled, so all save the same step together."""
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
       if np.max(multihost_utils.process_allgather(np.int32(self.stop))) and not self.stop:
-        self.stop, self.reason = True, "SIGTERM on another process"
+        self.stop, self.reason = True, "a signal on another process"
 
   def __exit__(self, *exc):
-    if self._old is not None:
-      signal.signal(signal.SIGTERM, self._old)
+    for signum, old in self._old.items():
+      signal.signal(signum, old)
 
 
 def _guard_nonfinite(step_fn, mode: str):
@@ -117,29 +127,39 @@ def run(config, workdir: str, *, task=None) -> dict:
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
                                     best_metric=tc.best_metric or None)
   try:
+    modes = _modes(task, workdir, writer)
+    if config.mode not in modes:
+      raise ConfigError(f"config.mode={config.mode!r} is not available for method {config.method!r}; "
+                        f"expected one of {sorted(modes)}")
     if ckpt.latest_step() is not None:
       state, meta = ckpt.restore(checkpointing.abstract_like(state), task.train_iter, warn=writer.log)
       writer.log(f"resumed from {ckpt.directory} at step {meta['step']}")
-    mode = config.mode
-    if mode == "train":
+    elif config.mode != "train" and not config.get("eval_untrained", False):
+      raise ConfigError(f"config.mode={config.mode!r} needs a trained model but {ckpt.directory} holds no "
+                        "checkpoint; train first (--config.mode=train), point --workdir at a trained run, or "
+                        "pass --config.eval_untrained=True to use the untrained model on purpose")
+    if config.mode == "train":
       return _train(config, task, state, mesh, writer, ckpt)
-    if mode == "eval":
-      scalars = evaluate(task, state, writer, int(state["step"]), write_images=True)
-      if jax.process_index() == 0:
-        with open(os.path.join(workdir, "eval.json"), "w") as f:
-          json.dump(scalars, f, indent=1, sort_keys=True)
-      return scalars
-    if mode == "predict" and task.predict is not None:
-      task.predict(state)
-      return {}
-    if mode in task.extra_modes:
-      return task.extra_modes[mode](state) or {}
-    known = ["train", "eval"] + (["predict"] if task.predict else []) + sorted(task.extra_modes)
-    raise ConfigError(f"config.mode={mode!r} is not available for method {config.method!r}; "
-                      f"expected one of {known}")
+    return modes[config.mode](state) or {}
   finally:
     ckpt.close()
     writer.close()
+
+
+def _modes(task, workdir: str, writer: MetricWriter) -> dict:
+  """mode name -> fn(state) -> scalars; 'train' is dispatched by `run` (it needs the loop's arguments)."""
+
+  def evaluate_once(state):
+    scalars = evaluate(task, state, writer, int(state["step"]), write_images=True)
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "eval.json"), "w") as f:
+        json.dump(scalars, f, indent=1, sort_keys=True)
+    return scalars
+
+  modes = {"train": None, "eval": evaluate_once, **task.extra_modes}
+  if task.predict is not None:
+    modes["predict"] = lambda state: task.predict(state) or {}
+  return modes
 
 
 def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
