@@ -4,22 +4,27 @@
 
 `config.mode` picks train (default), eval or predict (and method modes such as `complete` for L-MAE).
 Without --workdir a fresh folder `runs/<config name>[_<arg>]_<timestamp>` is made; the resolved config is
-saved there as config.json, and rerunning with the same --workdir resumes from its latest checkpoint.
+saved there as config.json, and rerunning with the same --workdir resumes from its latest checkpoint (a run
+folder is only resumed by a config of the same method and model shapes).
 Multi-host: set --coordinator_address/--num_processes/--process_id (or let `jax.distributed.initialize`
 discover them on Cloud TPU) before anything touches devices.
+
+Bad input of any kind (flags, config files, data, checkpoints) ends with one line `error: ...` on stderr and
+exit code 2; `--debug` (or MASKSEG_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from maskseg_jax.errors import MasksegError
+from maskseg_jax.errors import ConfigError, MasksegError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/<config>_<time>); reused to resume.")
@@ -27,6 +32,10 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process on CPU/GPU).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's id.")
+flags.DEFINE_bool("debug", False, "Show tracebacks of errors (also: environment MASKSEG_DEBUG=1).")
+
+EXAMPLE = "e.g. --config=configs/supervised_synthetic.py"
+_ARGV: list[str] = []  # the command line as given, for naming the flag at fault
 
 
 def default_workdir(config_arg: str) -> str:
@@ -46,23 +55,102 @@ def init_distributed() -> None:
 
 def save_config(config, workdir: str) -> None:
   import jax
+  from maskseg_jax import config_checks
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+    config_checks.write_config(config, workdir)
+
+
+# ----------------------------------------------------------------------------------- one-line error messages
+
+def _config_arg(argv) -> str:
+  return next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "")
+
+
+def _override_of(argv, key: str) -> str:
+  """The `--config.a.b=v` argument whose path holds the unknown `key`."""
+  for a in argv:
+    if a.startswith("--config.") and key in a.split("=", 1)[0].split(".")[1:]:
+      return a
+  return f"--config...{key}"
+
+
+def _unknown_key(e: Exception, argv) -> str:
+  """ml_collections' KeyError/AttributeError text "'stepz'\\nDid you mean "steps" instead of "stepz"?"."""
+  inner = e
+  while isinstance(inner, BaseException) and inner.args:  # AttributeError(KeyError(message))
+    inner = inner.args[0]
+  text = str(inner)
+  key = text.split("\n", 1)[0].strip("'\"")
+  hint = re.search(r'Did you mean "([^"]+)"', text)
+  fix = f"; did you mean {hint.group(1)!r}?" if hint else "; see the config file for the known keys"
+  return f"{_override_of(argv, key)}: unknown config key {key!r}{fix}"
+
+
+def _syntax_error(e: SyntaxError, argv) -> str:
+  return f"config file {e.filename} has a syntax error at line {e.lineno}: {e.msg}"
+
+
+def _flag_error(e: flags.Error, argv) -> str:
+  text = str(e)
+  if "Error whilst parsing config file" in text:  # get_config raised: its last traceback line is the cause
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (f"--config={_config_arg(argv)}: the config's get_config raised {lines[-1].strip()} (check the "
+            "argument after ':' and the config file)")
+  unknown = re.match(r"Unknown command line flag '([^']+)'", text)
+  if unknown:
+    return f"unknown flag --{unknown.group(1)}; run with --helpshort for the flags"
+  return text.splitlines()[0]
+
+
+def _os_error(e: OSError, argv) -> str:
+  text = str(e)
+  if "Failed loading config file" in text or "earlier failure to load" in text:
+    return f"config file {_config_arg(argv) or '?'} not found or unreadable; expected a configs/*.py file, {EXAMPLE}"
+  return f"{e.filename or ''} {e.strerror or text.splitlines()[0]}".strip()
+
+
+# Failures of flag parsing and config loading, by type: each gets one line naming the value and the fix.
+_FORMATTERS = [(SyntaxError, _syntax_error), (flags.Error, _flag_error), (KeyError, _unknown_key),
+               (AttributeError, _unknown_key), (OSError, _os_error)]
+
+
+def _parse_flags(argv):
+  """absl's flag parsing (which loads the config file), with its failures turned into ConfigError."""
+  try:
+    return flags.FLAGS(argv)
+  except tuple(t for t, _ in _FORMATTERS) as e:
+    fmt = next(f for t, f in _FORMATTERS if isinstance(e, t))
+    raise ConfigError(fmt(e, argv)) from e
+
+
+def loaded_config(argv):
+  """The --config value, or a ConfigError saying why there is none (missing flag or file, None returned)."""
+  flag = flags.FLAGS["config"]
+  if not flag.present:
+    raise ConfigError(f"--config is required, {EXAMPLE}")
+  try:
+    config = _CONFIG.value
+    usable = config is not None and hasattr(config, "to_json_best_effort")  # a failed load raises here
+  except OSError as e:
+    raise ConfigError(_os_error(e, argv)) from e
+  if not usable:
+    raise ConfigError(f"--config={_config_arg(argv)}: get_config() returned {type(config).__name__}; expected "
+                      "an ml_collections.ConfigDict (a missing `return`?)")
+  return config
 
 
 def main(argv) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise ConfigError(f"unexpected arguments {argv[1:]}; config values are set as --config.<section>.<key>=value")
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; -v 0 brings it back
     logging.set_verbosity(logging.WARNING)
+  config = loaded_config(_ARGV or sys.argv)
   init_distributed()
-  from maskseg_jax import train
-  config = _CONFIG.value
+  from maskseg_jax import config_checks, train
   workdir = _WORKDIR.value or default_workdir(config_flags.get_config_filename(flags.FLAGS["config"]))
-  from maskseg_jax import config_checks
   config_checks.check_workdir(workdir)  # before anything is written or built
+  config_checks.check_run_folder(config, workdir)  # before config.json of an existing run is replaced
   save_config(config, workdir)
   result = train.run(config, workdir)
   if result:
@@ -70,13 +158,28 @@ def main(argv) -> None:
     print(json.dumps({"workdir": workdir, **headline}))
 
 
-def run_main() -> None:
-  """Console script `maskseg`: clear one-line errors for bad input instead of tracebacks."""
+def debugging(argv) -> bool:
+  return os.environ.get("MASKSEG_DEBUG", "") not in ("", "0") or any(
+      a in ("--debug", "--debug=true", "--debug=True", "--debug=1") for a in argv)
+
+
+def run_main(argv=None) -> None:
+  """Console script `maskseg`: one line `error: ...` and exit code 2 for bad input instead of a traceback."""
+  argv = list(sys.argv if argv is None else argv)
+  _ARGV[:] = argv
   try:
-    app.run(main)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
   except MasksegError as e:
+    if debugging(argv):
+      raise
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:
+    if debugging(argv):
+      raise
+    print("error: interrupted (Ctrl-C) before training started or while saving; nothing was lost beyond the last "
+          "checkpoint; rerun the same command to resume", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":
