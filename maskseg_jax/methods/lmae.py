@@ -165,11 +165,11 @@ def init_state(config, num_classes: int, weights=None):
 
 def save_config_once(config, workdir: str) -> None:
   """`config.json` lets `maskseg-complete` rebuild the model from a workdir; main.py writes it too."""
+  from maskseg_jax.config_checks import write_config  # atomic: never an empty or truncated config.json
   path = os.path.join(workdir, CONFIG_FILE)
   if jax.process_index() == 0 and not os.path.isfile(path):
     os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      f.write(config.to_json_best_effort(indent=1, sort_keys=True))
+    write_config(config, workdir)
 
 
 def eval_data_config(data_config, image_size):
