@@ -54,15 +54,24 @@ def load_semi_sources(config, workdir: str, *, unlabeled: bool = True):
   return tuple(out)
 
 
-class _UnlabeledView:
-  """Strong views + CutMix boxes + padding mask; the label is dropped so no ground truth reaches the step."""
+TRUTH_KEY = "truth"  # u_truth: the unlabeled crop's ground truth, for diagnostics only (semi.diagnostics)
+NO_TRUTH = 255
 
-  def __init__(self, data_config, semi_config):
+
+class _UnlabeledView:
+  """Strong views + CutMix boxes + padding mask. The label is dropped so no ground truth reaches the step, unless
+  `keep_truth` (semi.diagnostics): then it travels as `truth` (padding -> 255), a key that no loss reads."""
+
+  def __init__(self, data_config, semi_config, keep_truth: bool = False):
     self.inner = strong_augment.make_unlabeled_transform(data_config, semi_config)
+    self.keep_truth = keep_truth
 
   def __call__(self, example, rng: np.random.Generator):
     out = self.inner(example, rng)
-    out.pop("label", None)
+    label = out.pop("label", None)
+    if self.keep_truth and label is not None:
+      label = np.asarray(label, np.int32)
+      out[TRUTH_KEY] = np.where(label == strong_augment.UNLABELED_PAD, NO_TRUTH, label).astype(np.int32)
     return out
 
 
@@ -77,11 +86,12 @@ def unlabeled_data_config(config):
 
 def train_stream(config, labeled_src, unlabeled_src=None, *, process_index: int = 0,
                  process_count: int = 1) -> pipeline.ZippedIterator:
-  """Batches {"image", "label"} (+ "u_image", "u_image_s1/2", "u_cutmix_box1/2", "u_ignore_mask")."""
+  """Batches {"image", "label"} (+ "u_image", "u_image_s1/2", "u_cutmix_box1/2", "u_ignore_mask"; "u_truth" with
+  semi.diagnostics)."""
   kw = dict(process_index=process_index, process_count=process_count)
   streams = {"": pipeline.train_iterator(labeled_src, config.data, config.seed, **kw)}
   if unlabeled_src is not None:
     udc = unlabeled_data_config(config)
     streams[UNLABELED_PREFIX] = pipeline.train_iterator(
-        unlabeled_src, udc, config.seed + 1, extra_transform=_UnlabeledView(udc, config.semi), **kw)
+        unlabeled_src, udc, config.seed + 1, extra_transform=_UnlabeledView(udc, config.semi, bool(config.semi.get("diagnostics", False))), **kw)
   return pipeline.ZippedIterator(streams)

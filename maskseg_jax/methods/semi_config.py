@@ -4,6 +4,10 @@ FixMatch, UniMatch, UniMatch+S4MIM, UniMatch+MaskMatch, all of them, and the sup
 same trainer with loss terms switched on or off by weight (0 = off, and the term's work is not traced), so an
 ablation is a config and any field can still be overridden on the command line. Presets are applied when a
 config file builds the section (its arg names the variant); `semi.variant` records which preset that was.
+
+Fields under "Our extensions" are this project's, not the papers': the MaskMatch collapse guards
+(`ensemble_guard`), FlexMatch-style class-wise thresholds (`threshold`) and the pseudo-label diagnostics
+(`diagnostics`). Their defaults leave the published methods unchanged.
 """
 
 from __future__ import annotations
@@ -51,6 +55,19 @@ DEFAULTS = dict(
     ema_decay=0.0,               # > 0: an EMA teacher (params and BN statistics) in state["extra"]["teacher"]
     teacher_batch_stats=True,    # teacher passes normalize with batch statistics (update discarded), as the
                                  # weak branch does; False: eval mode on running statistics
+    # Our extensions (not in the papers; the defaults keep the papers' behaviour)
+    ensemble_guard="none",       # MaskMatch collapse guard: none (plain mean of the scales) | confident (mean of
+                                 # only the scales whose max prob passes the threshold at that pixel) | prior
+                                 # (distribution alignment of the ensemble to the labeled class frequencies)
+    prior_momentum=0.99,         # EMA of the labeled crops' class frequencies, started from the labeled images'
+    threshold="fixed",           # fixed (tau for every class, the papers) | flexmatch (class-wise tau_c =
+                                 # tau * b/(2-b), b = the class's confident share / the largest, FlexMatch-style)
+    tau_min=0.5,                 # floor of the class-wise thresholds
+    threshold_momentum=0.99,     # EMA of the per-class confident shares (threshold="flexmatch")
+    diagnostics=False,           # True: the unlabeled stream carries the images' truth as u_truth (read by no
+                                 # loss), the step reports pl_acc / pl_acc_conf / pl_tv, and every eval adds
+                                 # semi_diag/* pseudo-label vs truth class shares on diag_images unlabeled images
+    diag_images=32,
 )
 
 _S4MIM = dict(l_rec=1.0, l_agg=1.0, l_sem=0.5)

@@ -15,12 +15,19 @@ set, from separate teacher passes of the student's (or the EMA teacher's) weight
 statistics with the update discarded (`teacher_batch_stats`, the default: what the weak branch does), or eval
 mode on running statistics. Prototypes (S4MIM) and the EMA teacher live in `state["extra"]`, are updated
 outside the gradient and are checkpointed with the state.
+
+This project's extensions (off by default, see `semi_config.py`): `ensemble_guard` combines the teacher's
+scales by a collapse guard instead of the plain mean (`ENSEMBLE_GUARDS`); `threshold="flexmatch"` replaces
+the one `tau` by class-wise thresholds from an EMA of each class's confident share (`THRESHOLDS`, state
+`extra["class_conf"]`); `diagnostics` adds pseudo-label accuracy against the unlabeled truth (`u_truth`, read
+by `semi_diagnostics` only) to the step metrics and a `SemiDiagnostics` evaluator to every eval.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +42,8 @@ from maskseg_jax.losses import feature as feat
 from maskseg_jax.losses import segmentation as seg_losses
 from maskseg_jax.masking.random_patches import apply_pixel_mask, random_patch_mask
 from maskseg_jax.methods import base, segmentation
-from maskseg_jax.methods.ensemble import multiscale_probs
+from maskseg_jax.methods import ensemble
+from maskseg_jax.methods import semi_diagnostics as diag
 from maskseg_jax.models import build_model
 from maskseg_jax.models.mim_heads import ClassWiseReconstruction, norm_pix_target
 from maskseg_jax.models.resnet import logits_at
@@ -85,6 +93,12 @@ class Terms:
   ensemble_scales: tuple[float, ...]
   ema_decay: float
   teacher_batch_stats: bool
+  ensemble_guard: str
+  prior_momentum: float
+  threshold: str
+  tau_min: float
+  threshold_momentum: float
+  diagnostics: bool
 
   @classmethod
   def from_config(cls, config) -> Terms:
@@ -108,6 +122,15 @@ class Terms:
       raise ConfigError(f"config.semi.ema_decay={self.ema_decay}; expected 0 (off) or a decay in (0, 1)")
     if not 0.0 <= self.fp_dropout < 1.0:
       raise ConfigError(f"config.semi.fp_dropout={self.fp_dropout}; expected a rate in [0, 1)")
+    if self.ensemble_guard not in ENSEMBLE_GUARDS:
+      raise ConfigError(f"config.semi.ensemble_guard={self.ensemble_guard!r}; expected one of {sorted(ENSEMBLE_GUARDS)}")
+    if self.ensemble_guard != "none" and not self.ensemble_scales:
+      raise ConfigError(f"config.semi.ensemble_guard={self.ensemble_guard!r} guards the multi-scale teacher, but "
+                        "config.semi.ensemble_scales is empty; set scales (MaskMatch) or ensemble_guard='none'")
+    if self.threshold not in THRESHOLDS:
+      raise ConfigError(f"config.semi.threshold={self.threshold!r}; expected one of {sorted(THRESHOLDS)}")
+    if self.threshold != "fixed" and not 0.0 <= self.tau_min <= self.tau:
+      raise ConfigError(f"config.semi.tau_min={self.tau_min}; expected 0 <= tau_min <= tau={self.tau}")
 
   @property
   def s4mim(self) -> bool:
@@ -120,6 +143,39 @@ class Terms:
   @property
   def teacher_pass(self) -> bool:
     return bool(self.ensemble_scales) or self.ema_decay > 0
+
+
+# How the per-scale teacher softmax maps become one (MaskMatch's ensemble). "none" is the paper's plain mean;
+# "confident" and "prior" are this project's collapse guards (see methods/ensemble.py).
+ENSEMBLE_GUARDS = {
+    "none": lambda probs, thr, prior, valid: ensemble.mean_probs(probs),
+    "confident": lambda probs, thr, prior, valid: ensemble.confident_mean(probs, thr),
+    "prior": lambda probs, thr, prior, valid: ensemble.align_to_prior(ensemble.mean_probs(probs), prior, valid),
+}
+
+
+def _flexmatch_thresholds(terms: Terms, extra: dict):
+  """FlexMatch-style class-wise thresholds on pixels (our extension): tau_c = tau * M(beta_c), M(b) = b / (2 - b),
+  beta_c = sigma_c / max sigma, sigma_c an EMA of the share of pixels confidently (>= tau) labeled c; floored at
+  tau_min. A class the model is rarely sure of gets a lower bar instead of no pseudo-labels at all."""
+  sigma = extra["class_conf"]
+  beta = sigma / jnp.maximum(jnp.max(sigma), 1e-12)
+  return jnp.maximum(terms.tau_min, terms.tau * beta / (2.0 - beta))
+
+
+THRESHOLDS = {"fixed": lambda terms, extra: None, "flexmatch": _flexmatch_thresholds}
+
+
+def class_thresholds(terms: Terms, extra: dict):
+  """float[C] per-class thresholds, or None for the paper's one fixed `tau`."""
+  return THRESHOLDS[terms.threshold](terms, extra)
+
+
+def pixel_threshold(terms: Terms, tau_c) -> Callable:
+  """labels -> the threshold each pixel's confidence is compared with (a scalar when fixed)."""
+  if tau_c is None:
+    return lambda y: terms.tau
+  return lambda y: tau_c[y]
 
 
 def _mean(pair):
@@ -148,8 +204,9 @@ def _unjoin(x, n: int):
   return [x[:, i] for i in range(n)]
 
 
-def _teacher_probs(mdef: base.ModelDef, state: dict, images, key, terms: Terms):
-  """Teacher softmax averaged over `ensemble_scales` (just 1.0 for a plain EMA teacher), gradient stopped.
+def _teacher_probs(mdef: base.ModelDef, state: dict, images, key, terms: Terms, ignore=None):
+  """Teacher softmax combined over `ensemble_scales` (just 1.0 for a plain EMA teacher) by
+  `ENSEMBLE_GUARDS[ensemble_guard]`, gradient stopped; `ignore` marks padding (the prior guard's marginal).
 
   With `teacher_batch_stats` the teacher normalizes with each pass's own batch statistics, as the weak branch
   of the training forward does (FixMatch style), and its statistics update is discarded; otherwise it runs in
@@ -160,8 +217,34 @@ def _teacher_probs(mdef: base.ModelDef, state: dict, images, key, terms: Terms):
   if terms.teacher_batch_stats:
     base.reseed_dropout(teacher, key)
   train = terms.teacher_batch_stats
-  probs = multiscale_probs(lambda im: teacher(im, train=train), images, terms.ensemble_scales or (1.0,))
+  per_scale = ensemble.scale_probs(lambda im: teacher(im, train=train), images, terms.ensemble_scales or (1.0,))
+  valid = jnp.ones(images.shape[:3], bool) if ignore is None else ~ignore
+  thr = pixel_threshold(terms, class_thresholds(terms, state["extra"]))
+  probs = ENSEMBLE_GUARDS[terms.ensemble_guard](per_scale, thr, state["extra"].get("class_prior"), valid)
   return jax.lax.stop_gradient(probs)
+
+
+def pseudo_labels_for(mdef: base.ModelDef, state: dict, images, ignore, key, terms: Terms):
+  """(yhat, conf, per-pixel threshold) of `images` alone, as the step's unsupervised terms would see them
+  (the teacher pass when there is one, else the student in train mode as the weak branch): the diagnostics
+  evaluator measures the step's own pseudo-labelling with this."""
+  if terms.teacher_pass:
+    yhat, conf = cons.pseudo_labels_from_probs(_teacher_probs(mdef, state, images, key, terms, ignore))
+  else:
+    model = mdef.merge(state["params"], state["batch_stats"])
+    base.reseed_dropout(model, key)
+    yhat, conf = cons.pseudo_labels(model(images, train=True))
+  return yhat, conf, pixel_threshold(terms, class_thresholds(terms, state["extra"]))(yhat)
+
+
+def _class_counts(labels, mask, num_classes: int):
+  """float[C] number of `mask` pixels labeled each class."""
+  return jnp.sum(jax.nn.one_hot(labels, num_classes) * mask[..., None].astype(jnp.float32), axis=(0, 1, 2))
+
+
+def _class_shares(labels, valid, num_classes: int):
+  """float[C] share of `valid` pixels labeled each class (zeros when none is valid)."""
+  return _class_counts(labels, valid, num_classes) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 def _ema(old, new, decay: float):
@@ -174,7 +257,8 @@ def _labeled_loss(logits, labels, terms: Terms):
   return _mean(seg_losses.cross_entropy(logits, labels, ignore_label=terms.ignore_label))
 
 
-def _s4mim_losses(model: SemiModel, fea, u_w, pixel_mask, yhat, conf, ignore, memory, terms: Terms, out: dict):
+def _s4mim_losses(model: SemiModel, fea, u_w, pixel_mask, yhat, conf, ignore, memory, terms: Terms, out: dict,
+                  thr: Callable | None = None):
   """Reconstruction, aggregation and prototype update from the masked view's fused features `fea`."""
   hw = u_w.shape[1:3]
   fhw = fea.shape[1:3]
@@ -183,28 +267,32 @@ def _s4mim_losses(model: SemiModel, fea, u_w, pixel_mask, yhat, conf, ignore, me
                       "needs a DeepLabV3+-style stride-4 decoder")
   y_s, c_s, ig_s, m_s = (feat.resize_nearest(a, fhw) for a in (yhat, conf, ignore, pixel_mask))
   new_memory = None
+  tau = terms.tau if thr is None else thr(y_s)
   if terms.l_rec > 0:
     onehot = jax.nn.one_hot(y_s, terms.num_classes, dtype=fea.dtype)
     rec = model.rec_head(fea, onehot)[:, :hw[0], :hw[1]]
     target = norm_pix_target(u_w, terms.mim_patch)
     out["loss_rec"] = _mean(cons.masked_mse(rec, target, pixel_mask & ~ignore))
   if terms.l_agg > 0:
-    proto_sum, weight_sum = feat.class_prototypes(fea, y_s, c_s, ~m_s & ~ig_s, terms.num_classes, tau=terms.tau)
+    proto_sum, weight_sum = feat.class_prototypes(fea, y_s, c_s, ~m_s & ~ig_s, terms.num_classes, tau=tau)
     new_memory = feat.ema_update(memory, proto_sum, weight_sum, terms.proto_momentum)
-    out["loss_agg"] = _mean(feat.aggregation_loss(fea, y_s, c_s, m_s & ~ig_s, new_memory, tau=terms.tau))
+    out["loss_agg"] = _mean(feat.aggregation_loss(fea, y_s, c_s, m_s & ~ig_s, new_memory, tau=tau))
     out["proto_classes"] = jnp.sum(weight_sum > 0).astype(jnp.float32)
   return new_memory
 
 
 def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, terms: Terms):
-  """-> (total loss, per-term metrics, new prototype memory or None). Pure in the model's parameters."""
+  """-> (total loss, per-term metrics, {extra-state key: new value}). Pure in the model's parameters.
+
+  `batch["u_truth"]` (with `semi.diagnostics`) is read by `diag.step_metrics` only, never by a loss.
+  """
   seg = model.segmenter
   x, y = batch["image"], batch["label"]
   hw = x.shape[1:3]
   out = {}
   if not terms.unlabeled:
     out["loss_x"] = _labeled_loss(seg(x, train=True), y, terms)
-    return terms.scale * terms.w_x * out["loss_x"], out, None
+    return terms.scale * terms.w_x * out["loss_x"], out, {}
 
   u_w, ignore = batch[U + "image"], batch[U + "ignore_mask"]
   bu = u_w.shape[0]
@@ -224,10 +312,18 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
     yhat, conf = cons.pseudo_labels(logits_w)
   else:
     yhat, conf = cons.pseudo_labels_from_probs(teacher_probs)
-  num, den = cons.confident_fraction(conf, ignore, terms.tau)
+  thr = pixel_threshold(terms, class_thresholds(terms, state["extra"]))
+  num, den = cons.confident_fraction(conf, ignore, thr(yhat))
   out["conf_frac"] = num / jnp.maximum(den, 1.0)
+  updates = {}
+  if terms.threshold != "fixed":  # FlexMatch's learning effect: confident (at the fixed tau) share per class
+    confident = (conf >= terms.tau) & ~ignore
+    share = _class_counts(yhat, confident, terms.num_classes) / jnp.maximum(jnp.sum(~ignore), 1.0)
+    updates["class_conf"] = _ema(state["extra"]["class_conf"], share, terms.threshold_momentum)
+  if terms.diagnostics:
+    out.update(diag.step_metrics(yhat, conf, thr(yhat), ignore, batch[U + "truth"], terms.num_classes))
   if fp:
-    out["loss_fp"] = _mean(cons.confident_ce(rest[0], yhat, conf, ignore, terms.tau))
+    out["loss_fp"] = _mean(cons.confident_ce(rest[0], yhat, conf, ignore, thr(yhat)))
 
   # (2) strong views, each with the partner's strong view pasted inside its CutMix box.
   partner = cons.roll_partner(bu)
@@ -241,10 +337,9 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
   if views:
     logits_s = _unjoin(seg(_join(views), train=True), len(views))
     for name, lg, (t_y, t_c, t_ig) in zip(names, logits_s, targets):
-      out[name] = _mean(cons.confident_ce(lg, t_y, t_c, t_ig, terms.tau))
+      out[name] = _mean(cons.confident_ce(lg, t_y, t_c, t_ig, thr(t_y)))
 
   # (3) masked weak views: S4MIM (features + semantic CE) and MaskMatch (segmentation of a 70%-masked view).
-  new_memory = None
   masks = []
   if terms.s4mim:
     masks.append(random_patch_mask(keys["mim"], bu, hw[0], hw[1], terms.mim_patch, terms.mim_ratio))
@@ -260,17 +355,20 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
     logits_m = _unjoin(logits_at(seg.classify(fea_all), hw), len(masks))
     if terms.s4mim:
       if terms.l_sem > 0:
-        out["loss_sem"] = _mean(cons.confident_ce(logits_m[0], yhat, conf, ignore, terms.tau))
+        out["loss_sem"] = _mean(cons.confident_ce(logits_m[0], yhat, conf, ignore, thr(yhat)))
       memory = state["extra"].get("prototypes")
-      new_memory = _s4mim_losses(model, _unjoin(fea_all, len(masks))[0], u_w, masks[0], yhat, conf, ignore, memory, terms, out)
+      new_memory = _s4mim_losses(model, _unjoin(fea_all, len(masks))[0], u_w, masks[0], yhat, conf, ignore, memory,
+                                 terms, out, thr)
+      if new_memory is not None:
+        updates["prototypes"] = new_memory
     if terms.l_mask > 0:
-      out["loss_mask"] = _mean(cons.confident_ce(logits_m[-1], yhat, conf, ignore, terms.tau))
+      out["loss_mask"] = _mean(cons.confident_ce(logits_m[-1], yhat, conf, ignore, thr(yhat)))
 
   weights = dict(loss_s1=terms.w_s1, loss_s2=terms.w_s2, loss_fp=terms.w_fp)
   total = terms.scale * (terms.w_x * out["loss_x"] + sum(w * out[k] for k, w in weights.items() if k in out))
   extra_weights = dict(loss_rec=terms.l_rec, loss_agg=terms.l_agg, loss_sem=terms.l_sem, loss_mask=terms.l_mask)
   total = total + sum(w * out[k] for k, w in extra_weights.items() if k in out)
-  return total, out, new_memory
+  return total, out, updates
 
 
 def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
@@ -281,18 +379,22 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
     keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
     teacher_probs = None
     if terms.unlabeled and terms.teacher_pass:
-      teacher_probs = _teacher_probs(mdef, state, batch[U + "image"], keys["teacher"], terms)
+      teacher_probs = _teacher_probs(mdef, state, batch[U + "image"], keys["teacher"], terms,
+                                     batch[U + "ignore_mask"])
 
     def objective(params):
       model = mdef.merge(params, state["batch_stats"])
       base.reseed_dropout(model, keys["dropout"])
-      total, out, memory = _forward(model, state, batch, keys, teacher_probs, terms)
-      return total, (base.batch_stats_of(model), out, memory)
+      total, out, updates = _forward(model, state, batch, keys, teacher_probs, terms)
+      return total, (base.batch_stats_of(model), out, updates)
 
-    (loss, (batch_stats, out, memory)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
-    extra = dict(state["extra"])
-    if memory is not None:
-      extra["prototypes"] = memory
+    (loss, (batch_stats, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+    extra = {**state["extra"], **updates}
+    if "class_prior" in extra:  # the labeled set's class frequencies, for the prior guard
+      y = batch["label"]
+      valid = (y != terms.ignore_label) & (y < terms.num_classes)
+      extra["class_prior"] = _ema(state["extra"]["class_prior"], _class_shares(y, valid, terms.num_classes),
+                                  terms.prior_momentum)
     new_state = base.apply_gradients(state, tx, grads, loss, batch_stats, extra)
     if terms.ema_decay > 0:
       new_state["extra"]["teacher"] = _ema(
@@ -303,8 +405,24 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   return train_step
 
 
-def build_model_and_state(config, terms: Terms):
-  """-> (ModelDef, optimizer, initial state) of a SemiModel; the heads exist only if L_rec is on."""
+def labeled_class_prior(source, num_classes: int, ignore_label: int, max_images: int = 256) -> np.ndarray:
+  """float32[C] class frequencies of (up to `max_images`, evenly spaced) labeled images: the prior guard's start."""
+  n = len(source)
+  counts = np.zeros(num_classes, np.float64)
+  for i in np.unique(np.linspace(0, n - 1, min(n, max_images)).astype(int)):
+    y = np.asarray(source[int(i)]["label"]).ravel()
+    y = y[(y != ignore_label) & (y < num_classes)]
+    counts += np.bincount(y, minlength=num_classes)[:num_classes]
+  if counts.sum() == 0:
+    return np.full(num_classes, 1.0 / num_classes, np.float32)
+  return (counts / counts.sum()).astype(np.float32)
+
+
+def build_model_and_state(config, terms: Terms, class_prior: np.ndarray | None = None):
+  """-> (ModelDef, optimizer, initial state) of a SemiModel; the heads exist only if L_rec is on.
+
+  `class_prior` starts the prior guard's labeled class frequencies (uniform when None).
+  """
   rngs = nnx.Rngs(params=config.seed, dropout=config.seed + 1)
   seg = build_model(config.model, terms.num_classes, rngs)
   missing = [a for a in ("encode", "decode", "classify", "feature_channels") if not hasattr(seg, a)]
@@ -319,10 +437,27 @@ def build_model_and_state(config, terms: Terms):
   mdef, tx, state = segmentation.init_model_state(config, terms.num_classes, model=SemiModel(seg, rec))
   if terms.l_agg > 0:
     state["extra"]["prototypes"] = jnp.zeros((terms.num_classes, seg.feature_channels), jnp.float32)
+  uniform = lambda: np.full((terms.num_classes,), 1.0 / terms.num_classes, np.float32)  # noqa: E731
+  if terms.ensemble_guard == "prior":
+    state["extra"]["class_prior"] = uniform() if class_prior is None else np.asarray(class_prior, np.float32)
+  if terms.threshold != "fixed":  # starts at the fixed tau for every class (beta = 1)
+    state["extra"]["class_conf"] = uniform()
   if terms.ema_decay > 0:  # copies: the state is donated, so no two leaves may share a buffer
     state["extra"]["teacher"] = jax.tree.map(np.array, dict(params=state["params"],
                                                             batch_stats=state["batch_stats"]))
   return mdef, tx, state
+
+
+def diagnostics_evaluator(config, mdef, terms: Terms, unlabeled_src, mesh) -> diag.SemiDiagnostics:
+  """Per-eval pseudo-label diagnostics on the first `semi.diag_images` unlabeled images (their truth)."""
+  def label_fn(state, images, ignore, key):
+    return pseudo_labels_for(mdef, state, images, ignore, key, terms)
+
+  thresholds = None if terms.threshold == "fixed" else (lambda state: class_thresholds(terms, state["extra"]))
+  return diag.SemiDiagnostics(source=unlabeled_src, data_config=config.data, label_fn=label_fn, mesh=mesh,
+                              num_classes=terms.num_classes, num_images=int(config.semi.diag_images),
+                              pad_label=semi_streams.strong_augment.UNLABELED_PAD,
+                              class_names=getattr(unlabeled_src, "class_names", None), thresholds_fn=thresholds)
 
 
 def build(config, mesh, workdir: str) -> base.Task:
@@ -331,9 +466,15 @@ def build(config, mesh, workdir: str) -> base.Task:
   labeled_src, unlabeled_src, val_src = semi_streams.load_semi_sources(config, workdir, unlabeled=terms.unlabeled)
   train_iter = semi_streams.train_stream(config, labeled_src, unlabeled_src, process_index=jax.process_index(),
                                          process_count=jax.process_count())
-  mdef, tx, state = build_model_and_state(config, terms)
+  prior = None
+  if terms.ensemble_guard == "prior":
+    prior = labeled_class_prior(labeled_src, terms.num_classes, terms.ignore_label)
+  mdef, tx, state = build_model_and_state(config, terms, prior)
   step = make_train_step(mdef, tx, optim.learning_rate(config.optim, config.train.steps), terms)
   evaluator = segmentation.make_evaluator(config, mdef, val_src, mesh)
+  evaluators = [evaluator]
+  if terms.diagnostics and terms.unlabeled:
+    evaluators.append(diagnostics_evaluator(config, mdef, terms, unlabeled_src, mesh))
 
   def predict(state):
     out = os.path.join(workdir, "predictions")
@@ -341,5 +482,5 @@ def build(config, mesh, workdir: str) -> base.Task:
     print(f"wrote {len(paths)} predicted label maps to {out}")
 
   images = int(dc.batch_size) * (2 if terms.unlabeled else 1)
-  return base.Task(state=state, train_step=step, train_iter=train_iter, evaluators=[evaluator],
+  return base.Task(state=state, train_step=step, train_iter=train_iter, evaluators=evaluators,
                    images_per_step=images, predict=predict)
