@@ -177,8 +177,8 @@ def run_main(argv=None) -> None:
   except KeyboardInterrupt:
     if debugging(argv):
       raise
-    print("error: interrupted (Ctrl-C) before training started or while saving; nothing was lost beyond the last "
-          "checkpoint; rerun the same command to resume", file=sys.stderr)
+    print("error: interrupted (Ctrl-C); nothing was saved since the last checkpoint; rerun the same command to "
+          "resume from it", file=sys.stderr)
     sys.exit(130)
 
 
