@@ -13,6 +13,12 @@ mIoU supervised 0.250, FixMatch 0.219, UniMatch 0.238, UniMatch+S4MIM 0.225, Uni
 ensembled pseudo-labels grow confident on a few classes and the masked proxy amplifies them; without ensembling
 0.224). At this budget the semi-supervised terms do not beat supervised-only: the pseudo-labels of so small and
 briefly trained a model are rarely confident or right. The full-size run is where the papers' gains apply.
+Diagnostics are on (`semi.diagnostics`): every eval writes `semi_diag/*` (share of unlabeled pixels passing tau,
+pseudo-label accuracy against the unlabeled images' truth, per-class pseudo-label vs truth shares). Our
+extensions, off here: `--config.semi.ensemble_guard=confident|prior` (MaskMatch collapse guard),
+`--config.semi.threshold=flexmatch` (class-wise thresholds). Encoder of a selective/random-masking pretraining run:
+`--config.model.backbone=resnet34 --config.model.deep_stem=False --config.model.init_from=encoder:RUN_FOLDER`
+(the pretraining's model.width too).
 """
 
 from maskseg_jax.config_base import base_config
@@ -63,7 +69,8 @@ def get_config(arg: str | None = None):
     c.train.eval_every = 400
     c.train.checkpoint_every = 400
     patch = 32
+  # diagnostics: CamVid's unlabeled images have labels, so pseudo-labels are scored against them (never in a loss)
   add_semi_section(c, variant, labeled_fraction=LABELED_FRACTION, unlabeled_split="train", tau=0.95,
-                   mim_patch=patch, mask_patch=patch)
+                   mim_patch=patch, mask_patch=patch, diagnostics=True, diag_images=32)
   c.lock()
   return c

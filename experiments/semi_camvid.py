@@ -1,11 +1,17 @@
 """CPU-sized CamVid comparison of the semi-supervised variants, all with the same labeled images and schedule.
 
   python experiments/semi_camvid.py --workdir=/tmp/semi_camvid [--steps=240] [--variants=supervised,unimatch]
+      [--eval_every=80] [--set semi.ensemble_guard=confident --set model.init_from=encoder:/tmp/sel_run ...]
 
 Each variant is `configs/semi_camvid.py:cpu_<variant>` run through `train.run` with one shared split folder (so
 every variant reads the identical 1/8 labeled split), the same seed, steps and learning-rate schedule, evaluated
-once at the end on the full val split. Prints the results as JSON, then as a markdown table of val mIoU. A
-variant whose workdir already holds the final checkpoint is only re-evaluated, so an interrupted sweep resumes.
+once at the end (or every --eval_every steps) on the full val split. The configs switch on the pseudo-label
+diagnostics (`semi.diagnostics`): the table adds the last eval's share of unlabeled pixels passing the threshold,
+pseudo-label accuracy against the unlabeled images' hidden truth, and the distance between the pseudo-label and
+truth class shares; every eval's per-class shares are in each variant's metrics.jsonl / TensorBoard
+(`semi_diag/*`). `--set key=value` overrides any config field for every variant (e.g. a collapse guard or an
+`encoder:` init from a pretraining run). Prints the results as JSON, then as a markdown table. A variant whose
+workdir already holds the final checkpoint is only re-evaluated, so an interrupted sweep resumes.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ def variant_config(variant: str, args, workdir: str):
   c = load_config(f"cpu_{variant}")
   c.unlock()
   c.train.steps = args.steps
-  c.train.eval_every = args.steps          # one eval, at the end
+  c.train.eval_every = args.eval_every or args.steps  # default: one eval, at the end
   c.train.checkpoint_every = args.steps
   c.train.log_every = max(1, min(25, args.steps))
   c.semi.split_dir = os.path.join(workdir, "splits")  # shared by every variant: identical labeled images
@@ -47,8 +53,41 @@ def variant_config(variant: str, args, workdir: str):
     c.data.batch_size = args.batch
   if args.validate_items:
     c.data.validate_items = args.validate_items
+  for item in args.set:
+    key, _, value = item.partition("=")
+    set_field(c, key, value)
   c.lock()
   return c
+
+
+def set_field(config, key: str, text: str) -> None:
+  """`--set a.b=value`: the value parsed as the field's current type (tuples as comma lists)."""
+  node = config
+  *parents, last = key.split(".")
+  for parent in parents:
+    node = node[parent]
+  current = node[last]
+  if isinstance(current, bool):
+    value = text.lower() in ("1", "true", "yes")
+  elif isinstance(current, (tuple, list)):
+    value = tuple(float(v) for v in text.split(",") if v)
+  elif isinstance(current, (int, float)):
+    value = type(current)(float(text)) if isinstance(current, int) else float(text)
+  else:
+    value = text
+  node[last] = value
+
+
+def last_eval_diagnostics(workdir: str) -> dict:
+  """The last eval's semi_diag/* headline scalars (pseudo-label diagnostics), {} when there are none."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  rows = [json.loads(line) for line in open(path)]
+  rows = [r for r in rows if r.get("split") == "eval" and "semi_diag/conf_frac" in r]
+  if not rows:
+    return {}
+  return {k.split("/", 1)[1]: v for k, v in rows[-1].items() if k.startswith("semi_diag/")}
 
 
 def last_train_metrics(workdir: str) -> dict:
@@ -63,10 +102,14 @@ def last_train_metrics(workdir: str) -> dict:
 def markdown(results: list[dict], args) -> str:
   lines = [f"CamVid val mIoU, 1/8 labeled ({results[0]['labeled']} images), {args.steps} steps "
            f"(`configs/semi_camvid.py:cpu_*`)", "",
-           "| method | val mIoU | pixel acc | conf. pixels (last log) | train s |", "|---|---|---|---|---|"]
+           "| method | val mIoU | pixel acc | conf. pixels (last log) | unlabeled: passing tau | PL acc | "
+           "PL acc (passing) | PL/truth class TV | train s |", "|---|---|---|---|---|---|---|---|---|"]
+  fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
   for r in results:
-    conf = "-" if r["conf_frac"] is None else f"{r['conf_frac']:.2f}"
-    lines.append(f"| {r['method']} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {conf} | {r['seconds']:.0f} |")
+    d = r.get("diagnostics", {})
+    lines.append(f"| {r['method']} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {fmt(r['conf_frac'])} | "
+                 f"{fmt(d.get('conf_frac'))} | {fmt(d.get('pl_acc'))} | {fmt(d.get('pl_acc_conf'))} | "
+                 f"{fmt(d.get('pl_tv'))} | {r['seconds']:.0f} |")
   return "\n".join(lines)
 
 
@@ -81,6 +124,8 @@ def main() -> None:
   ap.add_argument("--batch", type=int, default=0, help="labeled (= unlabeled) batch size (default: the config's)")
   ap.add_argument("--validate_items", type=int, default=0, help="items decoded per split before training "
                   "(default: the config's)")
+  ap.add_argument("--eval_every", type=int, default=0, help="eval (and diagnostics) every N steps (0: at the end)")
+  ap.add_argument("--set", action="append", default=[], help="key=value config override for every variant")
   args = ap.parse_args()
   results = []
   for variant in args.variants.split(","):
@@ -96,7 +141,7 @@ def main() -> None:
     results.append(dict(variant=variant, method=LABELS[variant], miou=scalars["val/miou"],
                         pixel_acc=scalars["val/pixel_acc"], conf_frac=last.get("conf_frac"),
                         final_loss=last.get("loss"), steps=args.steps, labeled=labeled, seconds=round(seconds, 1),
-                        workdir=workdir))
+                        workdir=workdir, diagnostics=last_eval_diagnostics(workdir)))
   print(json.dumps(dict(experiment="semi_camvid", results=results), indent=1))
   print(markdown(results, args))
 
