@@ -19,12 +19,15 @@ LMAE_DEFAULTS = dict(
     loss_region="masked",           # masked (MAE-style) | all
     eval_strategies=("background_first", "random"),  # first -> val/*, others -> val_<name>/*
     eval_seed=0,                    # fixed masking noise, so evals are comparable between steps
+    eval_baselines=("nearest", "geodesic"),  # non-learned fills scored beside the model (maskseg_jax/fills.py)
     unknown_value=254,              # label value a user sets on pixels to complete (always masked)
     complete_images="",             # mode=complete: folder of images
     complete_labels="",             # mode=complete: folder of <stem>.png labels (palette or grayscale)
     complete_out="",                # mode=complete: new folder for the completed labels
     complete_models=(),             # mode=complete: more trained runs, "WORKDIR" or "RATIO=WORKDIR"
     complete_checkpoint="latest",   # latest | best, for complete_models
+    complete_missing="unknown_and_void",  # which pixels are filled (complete.py --missing)
+    complete_scale="train",         # train (tiles at the training field of view) | fit (complete.py --scale)
 )
 
 
@@ -43,6 +46,8 @@ def apply_lmae(c, *, size: str, patch_size: int, image_size, mask_ratio: float, 
   for k in ("enc_depth", "dec_depth", "enc_dim", "dec_dim", "enc_heads", "dec_heads"):
     m[k] = 0  # 0: taken from `size`
   m.mlp_ratio = 4.0
+  m.prior = "none"                  # this project's extensions (models/lmae_extensions.py): off = the paper
+  m.refine_width = 0
   c.data.eval_size = m.image_size   # evaluation runs on val images resized to the model input
   c.data.scale_range = (1.0, 1.0)   # unused by the L-MAE transform (crop then resize)
   o = c.optim

@@ -44,3 +44,31 @@ def grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
       y, x = pad + i * (h + pad), pad + j * (w + pad)
       out[y:y + h, x:x + w] = cell
   return out
+
+
+def _text(draw, xy, text: str, fill=(0, 0, 0)) -> None:
+  from PIL import ImageFont
+  draw.text(xy, text, fill=fill, font=ImageFont.load_default())
+
+
+def with_legend(picture: np.ndarray, num_classes: int, class_names=None, *, titles=(), pad: int = 2) -> np.ndarray:
+  """`picture` (a `grid`) with column titles above it and a class legend (colour swatch + name) below it."""
+  from PIL import Image, ImageDraw
+  names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+  h, w = picture.shape[:2]
+  title_h, row_h, swatch = (12 if titles else 0), 12, 10
+  per_row = max(1, w // 90)
+  legend_rows = -(-len(names) // per_row)
+  canvas = Image.new("RGB", (w, title_h + h + legend_rows * row_h + pad), (255, 255, 255))
+  canvas.paste(Image.fromarray(np.asarray(picture, np.uint8)), (0, title_h))
+  draw = ImageDraw.Draw(canvas)
+  if titles:
+    col_w = (w - pad) / len(titles)
+    for i, t in enumerate(titles):
+      _text(draw, (int(pad + i * col_w), 0), t)
+  for i, name in enumerate(names):
+    x = (i % per_row) * 90 + pad
+    y = title_h + h + (i // per_row) * row_h + 1
+    draw.rectangle([x, y, x + swatch, y + swatch], fill=tuple(int(v) for v in _PALETTE[i]), outline=(0, 0, 0))
+    _text(draw, (x + swatch + 3, y - 1), name[:12])
+  return np.asarray(canvas)

@@ -193,7 +193,8 @@ def test_visible_pixels_are_always_right_in_the_global_matrix(tmp_path):
   task = get_method("lmae").build(config, sharding.make_mesh(8), str(tmp_path))
   state = sharding.replicate(task.state, sharding.make_mesh(8))
   for evaluator, strategy in zip(task.evaluators, ("background_first", "random")):
-    conf_pa, conf_all, picture = evaluator.confusions(state)
+    confs, picture = evaluator.confusions(state)
+    conf_pa, conf_all = confs["model"]
     visible = conf_all - conf_pa
     assert (visible >= 0).all() and (visible == np.diag(np.diag(visible))).all()
     # Expected counts: masked / visible non-void pixels of the 16 val images under the same fixed masks.

@@ -14,6 +14,9 @@ See `../shared/specs/lmae.md`, section "Model".
   drop_path     float; stochastic-depth rate of the last encoder block (linear from 0 over the blocks)
   optional overrides, used when present and > 0 (otherwise taken from `size`):
   enc_depth, dec_depth, enc_dim, dec_dim, enc_heads, dec_heads, mlp_ratio
+  this project's extensions (off when absent; `models/lmae_extensions.py`):
+  prior         "none" | "nearest": nearest-visible-label prior fed to IPS and the refinement head
+  refine_width  int; > 0 adds a pixel-level conv refinement head of that width
 
 Encoder parameters live under `model.backbone` (the project convention); L-MAE trains everything with one
 learning rate, so its configs should set `optim.head_lr_mult = 1.0`.
@@ -31,6 +34,7 @@ from flax import nnx
 
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.masking.patches import patchify, unpatchify
+from maskseg_jax.models import lmae_extensions as ext
 
 # --- Stack Fuse ------------------------------------------------------------------------------------------
 # Label pixels outside [0, N) (void 255, or an "unknown" marker) carry no class. In `layer` they get an
@@ -177,7 +181,7 @@ class LMAE(nnx.Module):
   def __init__(self, *, num_classes: int, image_size: int | tuple[int, int], patch_size: int,
                enc_depth: int, dec_depth: int, enc_dim: int, dec_dim: int, enc_heads: int, dec_heads: int,
                mlp_ratio: float = 4, fuse: str = "layer", ips: bool = True, activation: str = "relu",
-               drop_path: float = 0.0, rngs: nnx.Rngs):
+               drop_path: float = 0.0, prior: str = "none", refine_width: int = 0, rngs: nnx.Rngs):
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     p = patch_size
     if h % p or w % p:
@@ -192,6 +196,11 @@ class LMAE(nnx.Module):
     self.grid = (h // p, w // p)
     self.fuse = fuse
     self.ips = ips
+    if prior not in ext.PRIORS:
+      raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {ext.PRIORS}")
+    if prior != "none" and not ips:
+      raise ConfigError("model.prior needs model.ips=True (the prior joins the image patch of masked tokens)")
+    self.prior = prior
     self.dec_dim = dec_dim
     sincos_2d(dec_dim, *self.grid)  # validate the decoder width early
     # A dedicated "dropout" stream, so `nnx.reseed(model, dropout=key)` works even when built from nnx.Rngs(seed).
@@ -200,7 +209,8 @@ class LMAE(nnx.Module):
                             mlp_ratio, activation, drop_path, rngs=rngs, drop_rngs=drop_rngs)
     self.decoder_embed = _linear(enc_dim, dec_dim, rngs)
     if ips:
-      self.ips_embed = _linear(3 * p * p, dec_dim, rngs)
+      prior_channels = num_classes if prior != "none" else 0
+      self.ips_embed = _linear((3 + prior_channels) * p * p, dec_dim, rngs)
     else:
       self.mask_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, dec_dim)))
     # MAE's decoder has no stochastic depth; rate 0 keeps the block structure shared with the encoder.
@@ -208,6 +218,9 @@ class LMAE(nnx.Module):
                                           rngs=rngs, drop_rngs=drop_rngs) for _ in range(dec_depth)])
     self.decoder_norm = nnx.LayerNorm(dec_dim, epsilon=1e-6, rngs=rngs)
     self.head = _linear(dec_dim, p * p * num_classes, rngs)
+    # Refinement input: image, decoder logits, prior one-hot, visible one-hot, masked-pixel indicator.
+    self.refine = (ext.RefineHead(3 + 3 * num_classes + 1, refine_width, num_classes, rngs=rngs)
+                   if refine_width > 0 else None)
 
   def fuse_map(self, image: jax.Array, label: jax.Array) -> jax.Array:
     """The Stack-Fuse map this model encodes (for pictures and debugging)."""
@@ -228,8 +241,13 @@ class LMAE(nnx.Module):
 
     visible = self.decoder_embed(latent)  # [B,K,DD]
     n_masked = ids_masked.shape[1]
-    if self.ips:  # image only: the masked label must stay hidden
-      masked = self.ips_embed(_gather_tokens(patchify(image, p), ids_masked))
+    masked_px = _masked_pixels(ids_masked, b, self.grid, p)
+    prior = None
+    if self.prior != "none" or self.refine is not None:  # both built from visible labels only
+      prior = ext.prior_onehot(label, ~masked_px, self.num_classes, self.prior, image.dtype)
+    if self.ips:  # image (and the visible-label prior): the masked label must stay hidden
+      supplement = image if self.prior == "none" else jnp.concatenate([image, prior], -1)
+      masked = self.ips_embed(_gather_tokens(patchify(supplement, p), ids_masked))
     else:
       masked = jnp.broadcast_to(self.mask_token[...], (b, n_masked, self.dec_dim)).astype(visible.dtype)
     # Put every token back at its patch position.
@@ -240,8 +258,18 @@ class LMAE(nnx.Module):
 
     for block in self.decoder_blocks:
       x = block(x, train=train)
-    logits = self.head(self.decoder_norm(x))  # [B,L,p*p*N]
-    return unpatchify(logits, p, h, w)
+    logits = unpatchify(self.head(self.decoder_norm(x)), p, h, w)  # [B,H,W,N]
+    if self.refine is None:
+      return logits
+    visible_onehot = jax.nn.one_hot(jnp.where(masked_px, -1, label), self.num_classes, dtype=image.dtype)
+    features = jnp.concatenate([image, logits, prior, visible_onehot, masked_px[..., None].astype(image.dtype)], -1)
+    return logits + self.refine(features)
+
+
+def _masked_pixels(ids_masked: jax.Array, b: int, grid: tuple[int, int], p: int) -> jax.Array:
+  """bool[B,H,W]: pixels of the masked patches."""
+  mask = jnp.zeros((b, grid[0] * grid[1]), jnp.float32).at[jnp.arange(b)[:, None], ids_masked].set(1.0)
+  return unpatchify(jnp.repeat(mask[..., None], p * p, axis=-1), p, grid[0] * p, grid[1] * p)[..., 0] > 0
 
 
 # --- Sizes and builder -----------------------------------------------------------------------------------
@@ -274,4 +302,5 @@ def build_lmae(model_config, num_classes: int, rngs: nnx.Rngs) -> LMAE:
   image_size = image_size if isinstance(image_size, int) else tuple(int(s) for s in image_size)
   return LMAE(num_classes=num_classes, image_size=image_size, patch_size=int(model_config.patch_size),
               fuse=model_config.fuse, ips=bool(model_config.ips), activation=model_config.activation,
-              drop_path=float(model_config.drop_path), rngs=rngs, **dims)
+              drop_path=float(model_config.drop_path), prior=str(model_config.get("prior", "none")),
+              refine_width=int(model_config.get("refine_width", 0)), rngs=rngs, **dims)

@@ -1,0 +1,225 @@
+"""L-MAE against its obvious alternatives: non-learned fills, margins from the same matrices, this project's
+extensions (nearest prior, refinement head) in the graph, and a train loss that is exactly the paper's."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy import ndimage
+
+from maskseg_jax import config_base, fills, metrics, sharding
+from maskseg_jax import lmae_inference as inf
+from maskseg_jax.masking import patches as P
+from maskseg_jax.methods import get_method
+from maskseg_jax.methods import lmae_eval
+from maskseg_jax.models import lmae, lmae_extensions as ext
+
+N = 6
+
+
+def tiny_config(**overrides):
+  base = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
+          "data.crop_size": (32, 32), "data.batch_size": 8, "data.eval_batch_size": 8,
+          "model.image_size": (32, 32), "model.patch_size": 8, "model.enc_dim": 32, "model.dec_dim": 32,
+          "train.steps": 2, "train.num_images": 1}
+  return config_base.load_config("lmae_synthetic", None, {**base, **overrides})
+
+
+# --- fills -------------------------------------------------------------------------------------------------
+def test_nearest_and_geodesic_by_hand():
+  label = np.zeros((6, 8), np.int64)
+  label[:, 4:] = 1
+  image = np.zeros((6, 8, 3), np.uint8)
+  image[:, 4:] = 255                       # the class boundary is an image edge
+  known = np.ones((6, 8), bool)
+  known[:, 2:7] = False                    # hole from column 2 to 6; nearest splits it at 4.5, the image at 4
+  near = fills.nearest_fill(label, known, image)
+  geo = fills.geodesic_fill(label, known, image)
+  np.testing.assert_array_equal(near[0], [0, 0, 0, 0, 0, 1, 1, 1])
+  np.testing.assert_array_equal(geo[0], [0, 0, 0, 0, 1, 1, 1, 1])
+  assert (geo == label).all() and not (near == label).all()
+
+
+@pytest.mark.parametrize("name", sorted(fills.FILLS))
+def test_fills_never_read_a_masked_label(name):
+  rng = np.random.default_rng(0)
+  label = rng.integers(0, N, (2, 16, 16))
+  image = rng.integers(0, 255, (2, 16, 16, 3)).astype(np.uint8)
+  mask = np.zeros((2, 16, 16), bool)
+  mask[:, 4:12, 2:10] = True
+  valid = np.ones(2, bool)
+  _, _, composed = lmae_eval.fill_confusions(name, label, mask, image, valid, N, 255)
+  scrambled = np.where(mask, (label + 1 + rng.integers(0, N - 1, label.shape)) % N, label)
+  _, _, again = lmae_eval.fill_confusions(name, scrambled, mask, image, valid, N, 255)
+  np.testing.assert_array_equal(composed[mask], again[mask])   # the fill is blind to what it fills
+  np.testing.assert_array_equal(composed[~mask], label[~mask])  # and keeps every visible pixel
+
+
+def test_jump_flood_prior_equals_exact_nearest_distance():
+  rng = np.random.default_rng(1)
+  h, w = 24, 40
+  ids = np.arange(h * w).reshape(1, h, w)   # each pixel its own "class": the output names the chosen seed
+  for density in (0.02, 0.5):
+    known = rng.random((1, h, w)) < density
+    seed = np.asarray(ext.nearest_visible_label(jnp.asarray(ids), jnp.asarray(known)))[0]
+    yy, xx = np.mgrid[:h, :w]
+    chosen = np.hypot(seed // w - yy, seed % w - xx)
+    np.testing.assert_allclose(chosen, ndimage.distance_transform_edt(~known[0]), atol=1e-9)
+  nothing = ext.nearest_visible_label(jnp.asarray(ids), jnp.zeros((1, h, w), bool))
+  assert (np.asarray(nothing) == -1).all()
+
+
+# --- the evaluator -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+  config = tiny_config()
+  mesh = sharding.make_mesh(1)
+  task = get_method("lmae").build(config, mesh, str(tmp_path_factory.mktemp("run")))
+  state = sharding.replicate(task.state, mesh)
+  return task, state, {ev.name: ev.run(state) for ev in task.evaluators}
+
+
+def test_baselines_reported_beside_the_model_with_margins(evaluated):
+  _, _, results = evaluated
+  for name in ("val", "val_random"):
+    s = results[name].scalars
+    for fill in fills.FILLS:
+      assert {f"{name}/{fill}/pa_miou", f"{name}/{fill}/miou"} <= set(s)
+      assert any(k.startswith(f"{name}/{fill}/pa_iou/") for k in s)
+    for key in ("pa_miou", "miou"):
+      best = max(s[f"{name}/{fill}/{key}"] for fill in fills.FILLS)
+      assert s[f"{name}/margin_{key}"] == pytest.approx(s[f"{name}/{key}"] - best, abs=1e-12)
+    # An untrained model is far worse than a fill on these scenes: the margin says so.
+    assert s[f"{name}/margin_pa_miou"] < -0.2
+
+
+def test_baseline_scores_come_from_the_evaluators_own_masks(evaluated):
+  """Recompute the nearest fill from scratch on the evaluator's masks: the same PA matrix, hence the same score."""
+  task, state, results = evaluated
+  ev = task.evaluators[0]
+  confs, _ = ev.confusions(state)
+  expected = np.zeros((N, N), np.int64)
+  for i, batch in enumerate(ev._batches()):
+    label = jnp.asarray(batch["label"])
+    _, _, mask = inf.strategy_mask(label, jax.random.fold_in(jax.random.PRNGKey(0), i), strategy=ev.strategy,
+                                   k=8, p=8, background_classes=(0,))
+    mask_px = np.asarray(inf.patch_pixels(mask, 8, 32, 32))
+    lab = np.asarray(batch["label"], np.int64)
+    for j in np.flatnonzero(batch["valid"]):
+      known = ~mask_px[j] & (lab[j] < N)
+      _, (r, c) = ndimage.distance_transform_edt(~known, return_indices=True)
+      filled = lab[j][r, c]
+      region = mask_px[j] & (lab[j] < N)
+      np.add.at(expected, (lab[j][region], filled[region]), 1)
+  np.testing.assert_array_equal(confs["nearest"][0], expected)
+  assert results["val"].scalars["val/nearest/pa_miou"] == pytest.approx(
+      metrics.summarize(expected, "x")["x/miou"], abs=1e-12)
+
+
+def test_completion_picture_has_baseline_columns_and_legend(evaluated):
+  _, _, results = evaluated
+  picture = results["val"].images["val/completions"]
+  assert picture.shape[1] >= 6 * 32          # image, given, model, nearest, geodesic, truth
+  assert picture.shape[0] > 32 + 12          # titles above, legend below the one row
+
+
+# --- extensions --------------------------------------------------------------------------------------------
+def _model(**kw):
+  return lmae.LMAE(num_classes=N, image_size=(32, 32), patch_size=8, **lmae.LMAE_SIZES["tiny"],
+                   rngs=nnx.Rngs(params=0, dropout=1), **kw)
+
+
+def _inputs(seed=0):
+  rng = np.random.default_rng(seed)
+  image = jnp.asarray(rng.normal(size=(2, 32, 32, 3)), jnp.float32)
+  label = jnp.asarray(rng.integers(0, N, (2, 32, 32)))
+  ids_keep, ids_masked, mask = P.mask_from_scores(jax.random.uniform(jax.random.PRNGKey(seed), (2, 16)), 8)
+  return image, label, ids_keep, ids_masked, np.asarray(inf.patch_pixels(mask, 8, 32, 32))
+
+
+@pytest.mark.parametrize("kw", [dict(prior="nearest"), dict(refine_width=4), dict(prior="nearest", refine_width=4)])
+def test_extensions_keep_masked_labels_hidden(kw):
+  model = _model(**kw)
+  image, label, keep, masked, mask_px = _inputs()
+  out = model(image, label, keep, masked, train=False)
+  other = jnp.where(mask_px, (label + 1) % N, label)
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(model(image, other, keep, masked, train=False)))
+
+
+def test_prior_reaches_the_masked_tokens():
+  """Changing only the visible labels next to a masked patch changes its logits through the prior."""
+  plain, with_prior = _model(), _model(prior="nearest")
+  assert with_prior.ips_embed.kernel.shape[0] == (3 + N) * 64 and plain.ips_embed.kernel.shape[0] == 3 * 64
+  image, label, keep, masked, mask_px = _inputs()
+  # Zero the weights the image and visible tokens use: the masked logits then depend on the prior only.
+  k = with_prior.ips_embed.kernel[...]
+  with_prior.ips_embed.kernel[...] = k.at[:3 * 64].set(0.0)
+  a = with_prior(image, label, keep, masked, train=False)
+  b = with_prior(image, jnp.where(mask_px, label, (label + 2) % N), keep, masked, train=False)
+  assert float(jnp.abs(a - b)[jnp.asarray(mask_px)].max()) > 1e-4
+
+
+def test_refine_head_starts_as_identity_and_then_trains():
+  model = _model(prior="nearest", refine_width=4)
+  image, label, keep, masked, _ = _inputs()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def loss(p):
+    return jnp.mean(nnx.merge(graphdef, p, rest)(image, label, keep, masked, train=True) ** 2)
+
+  grads = jax.grad(loss)(params)
+  out_grad = grads["refine"]["out"]["kernel"][...]
+  assert float(jnp.abs(out_grad).max()) > 0.0                   # it is in the graph
+  # Zero-initialised output: the head adds nothing until trained.
+  assert float(jnp.abs(model.refine.out.kernel[...]).max()) == 0.0
+  model.refine.out.kernel[...] = jnp.ones_like(model.refine.out.kernel[...])
+  changed = model(image, label, keep, masked, train=False)
+  model.refine.out.kernel[...] = jnp.zeros_like(model.refine.out.kernel[...])
+  assert float(jnp.abs(changed - model(image, label, keep, masked, train=False)).max()) > 1e-3
+
+
+def test_build_lmae_reads_the_extension_flags():
+  c = tiny_config(**{"model.prior": "nearest", "model.refine_width": 4})
+  model = lmae.build_lmae(c.model, N, nnx.Rngs(0))
+  assert model.prior == "nearest" and model.refine is not None
+  assert lmae.build_lmae(tiny_config().model, N, nnx.Rngs(0)).refine is None
+
+
+# --- the train loss is the paper's: masked pixels only, the drawn strategy, the class weights ------------------
+@pytest.mark.parametrize("probs", [(0, 0, 1), (0, 1, 0)])
+def test_train_loss_equals_weighted_ce_on_masked_pixels_of_the_drawn_strategy(tmp_path, probs):
+  config = tiny_config(**{"lmae.strategy_probs": probs, "optim.lr": 0.0})
+  mesh = sharding.make_mesh(1)
+  task = get_method("lmae").build(config, mesh, str(tmp_path))
+  weights = jnp.linspace(0.2, 2.0, N)       # far from uniform: ignoring them changes the loss
+  state = dict(task.state, extra={"class_weights": weights})
+  batch = next(task.train_iter)
+  rng = jax.random.PRNGKey(3)
+  _, metrics_ = jax.jit(task.train_step)(state, {k: jnp.asarray(v) for k, v in batch.items()}, rng)
+
+  # By hand: the strategy's own scores on the label, K visible patches, CE weighted per pixel on masked pixels.
+  label = jnp.asarray(batch["label"])
+  k_mask, _ = jax.random.split(rng)
+  noise = jax.random.split(k_mask)[1]
+  strategy = P.STRATEGY_ORDER[int(np.argmax(probs))]
+  b = P.background_proportion(label, 8, (0,))
+  keep, masked, mask = P.mask_from_scores(P.MASK_STRATEGIES[strategy](noise, b), 8)
+  mdef = get_method("lmae").init_state(config, N)[0]
+  model = mdef.merge(state["params"], state["batch_stats"])
+  logits = model(jnp.asarray(batch["image"]), label, keep, masked, train=True)
+  logp = jax.nn.log_softmax(logits, -1)
+  region = np.asarray(inf.patch_pixels(mask, 8, 32, 32)) & (np.asarray(label) != 255)
+  lab = np.where(region, np.asarray(label), 0)
+  ce = -np.take_along_axis(np.asarray(logp), lab[..., None], -1)[..., 0]
+  w = np.asarray(weights)[lab]
+  expected = float((ce * w * region).sum() / (w * region).sum())
+  assert float(metrics_["loss"]) == pytest.approx(expected, rel=1e-5)
+  # And it is not the all-pixel loss (so the test tells the two apart).
+  everywhere = np.asarray(label) != 255
+  lab_all = np.where(everywhere, np.asarray(label), 0)
+  ce_all = -np.take_along_axis(np.asarray(logp), lab_all[..., None], -1)[..., 0]
+  w_all = np.asarray(weights)[lab_all]
+  assert abs(float((ce_all * w_all * everywhere).sum() / (w_all * everywhere).sum()) - expected) > 1e-4
