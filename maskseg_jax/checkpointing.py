@@ -209,7 +209,13 @@ class Checkpointer:
     """One step, checked three ways: the saved names and shapes match the target (else a mismatch error),
     Orbax reads it, and every array's bytes match the digest saved with it (else it is damaged). `agree`:
     every process takes part and all fail if one does (the resume loop; a lone reader must not wait)."""
-    self.check_layout(step, abstract_state)
+    error = None
+    try:
+      self.check_layout(step, abstract_state)
+    except CheckpointMismatchError:
+      raise  # the same files on every process: every process raises it
+    except CheckpointError as e:  # unreadable metadata: damage, decided together below
+      error = e
     items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
     data_dir = os.path.join(self.directory, str(step), "data")
     foreign = None  # iterator state files written by another number of processes
@@ -219,9 +225,10 @@ class Checkpointer:
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
       else:
         foreign = sorted(glob.glob(os.path.join(data_dir, "process_*-of-*.json")))
-    error = None
     with _quiet_orbax_leftovers():
       try:
+        if error is not None:
+          raise error
         restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         if foreign is not None:
           if not foreign:
