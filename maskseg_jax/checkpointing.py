@@ -32,11 +32,7 @@ from etils import epath
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from maskseg_jax.errors import CheckpointError
-
-
-class CheckpointMismatchError(CheckpointError):
-  """The saved arrays have other names or shapes than this run's state: another model, not damage."""
+from maskseg_jax.errors import CheckpointError, CheckpointMismatchError
 
 
 def leaf_name(path) -> str:

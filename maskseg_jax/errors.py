@@ -15,3 +15,7 @@ class ConfigError(MasksegError, ValueError):
 
 class CheckpointError(MasksegError, RuntimeError):
   """A checkpoint is missing, damaged or does not match the model."""
+
+
+class CheckpointMismatchError(CheckpointError):
+  """A checkpoint holds arrays of other names or shapes than this run's state: another model, not damage."""
