@@ -117,10 +117,10 @@ def _save(tmp_path, state, name="resnet.safetensors"):
 @pytest.mark.parametrize("arch", ["unet34", "deeplab50_deep"])
 def test_torchvision_names_land_where_they_should(arch, tmp_path):
   if arch == "unet34":
-    depth, deep, model = 34, False, UNet(6, depth=34, width=0.125, rngs=nnx.Rngs(0))
+    deep, model = False, UNet(6, depth=34, width=0.125, rngs=nnx.Rngs(0))
     state, saved = torchvision_state(34, width=0.125), None
   else:  # timm / UniMatch deep stem, saved through DDP (`module.` prefix)
-    depth, deep = 50, True
+    deep = True
     model = DeepLabV3Plus(6, depth=50, width=0.125, deep_stem=True, rngs=nnx.Rngs(0))
     state = torchvision_state(50, width=0.125, deep_stem=True)
     saved = {f"module.{k}": v for k, v in state.items()}
@@ -129,7 +129,6 @@ def test_torchvision_names_land_where_they_should(arch, tmp_path):
   _check_landed(model, state, deep, before)
   assert report["loaded"] and all(k.startswith("backbone/") for k in report["loaded"])
   assert any(k.startswith(("head/", "classifier/")) for k in report["kept"])
-  del depth
 
 
 @pytest.mark.parametrize("case, match", [
