@@ -20,7 +20,9 @@ from test_semi_method import tiny_config
 
 # Every new path in one (FixMatch-sized, the cheapest) compilation: diagnostics, a one-scale teacher with the prior guard, class-wise thresholds.
 NEW = {"semi.diagnostics": True, "semi.diag_images": 12, "semi.ensemble_scales": (1.0,),
-       "semi.ensemble_guard": "prior", "semi.threshold": "flexmatch", "semi.tau": 0.5, "semi.tau_min": 0.2}
+       "semi.ensemble_guard": "prior", "semi.threshold": "flexmatch", "semi.tau": 0.5, "semi.tau_min": 0.2,
+       "semi.warmup_steps": 2, "semi.rampup_steps": 4}
+FULL = 10  # a state step past the warm-up and ramp: every term at full weight
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,8 +32,11 @@ def _compiled(workdir: str):
   return task, train.compile_step(task, mesh), mesh
 
 
-def _step(task, step, mesh, batch):
-  state = sharding.replicate(jax.tree.map(np.array, task.state), mesh)
+def _step(task, step, mesh, batch, at: int = FULL):
+  """One step from the initial weights with the state's step counter at `at` (the warm-up reads it)."""
+  state = jax.tree.map(np.array, task.state)
+  state["step"] = np.asarray(at, state["step"].dtype)
+  state = sharding.replicate(state, mesh)
   new_state, m = step(state, sharding.to_global(batch, mesh), jax.random.PRNGKey(0))
   return jax.device_get(new_state), {k: float(v) for k, v in jax.device_get(m).items()}
 
@@ -156,6 +161,17 @@ def test_step_updates_the_prior_and_class_thresholds(tmp_path_factory):
   terms = semi_supervised.Terms.from_config(tiny_config("fixmatch", **NEW))
   tau_c = np.asarray(semi_supervised.class_thresholds(terms, {"class_conf": jnp.array([0.4, 0.2, 0, 0, 0, 0.4])}))
   np.testing.assert_allclose(tau_c, [0.5, max(0.2, 0.5 * 0.5 / 1.5), 0.2, 0.2, 0.2, 0.5], rtol=1e-6)
+
+
+def test_warmup_then_ramp_of_the_unlabeled_terms(tmp_path_factory):
+  """FixMatch: L = 0.5 (L_x + r L_s1), r = 0 for 2 warm-up steps, then (step - 1) / 4 up to 1."""
+  task, step, mesh = _compiled(str(tmp_path_factory.getbasetemp() / "diag"))
+  batch = next(task.train_iter)
+  for at, r in ((0, 0.0), (1, 0.0), (2, 0.25), (4, 0.75), (FULL, 1.0)):
+    _, m = _step(task, step, mesh, batch, at)
+    assert m["unlabeled_weight"] == r
+    assert m["loss"] == pytest.approx(0.5 * (m["loss_x"] + r * m["loss_s1"]), rel=1e-6), at
+  assert m["loss_s1"] > 0
 
 
 def test_guard_and_threshold_configs_are_checked():

@@ -5,7 +5,8 @@ same trainer with loss terms switched on or off by weight (0 = off, and the term
 ablation is a config and any field can still be overridden on the command line. Presets are applied when a
 config file builds the section (its arg names the variant); `semi.variant` records which preset that was.
 
-Fields under "Our extensions" are this project's, not the papers': the MaskMatch collapse guards
+Fields under "Our extensions" are this project's, not the papers': a labeled-only warm-up and ramp of the
+unlabeled terms (`warmup_steps`, `rampup_steps`), the MaskMatch collapse guards
 (`ensemble_guard`), FlexMatch-style class-wise thresholds (`threshold`) and the pseudo-label diagnostics
 (`diagnostics`). Their defaults leave the published methods unchanged.
 """
@@ -56,6 +57,8 @@ DEFAULTS = dict(
     teacher_batch_stats=True,    # teacher passes normalize with batch statistics (update discarded), as the
                                  # weak branch does; False: eval mode on running statistics
     # Our extensions (not in the papers; the defaults keep the papers' behaviour)
+    warmup_steps=0,              # labeled-only steps before every unlabeled term switches on
+    rampup_steps=0,              # then a linear ramp of the unlabeled terms' weight from 0 to 1 over this many
     ensemble_guard="none",       # MaskMatch collapse guard: none (plain mean of the scales) | confident (mean of
                                  # only the scales whose max prob passes the threshold at that pixel) | prior
                                  # (distribution alignment of the ensemble to the labeled class frequencies)

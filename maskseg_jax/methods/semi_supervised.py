@@ -16,7 +16,8 @@ statistics with the update discarded (`teacher_batch_stats`, the default: what t
 mode on running statistics. Prototypes (S4MIM) and the EMA teacher live in `state["extra"]`, are updated
 outside the gradient and are checkpointed with the state.
 
-This project's extensions (off by default, see `semi_config.py`): `ensemble_guard` combines the teacher's
+This project's extensions (off by default, see `semi_config.py`): `warmup_steps` / `rampup_steps` start the
+unlabeled terms after a labeled-only warm-up (`unlabeled_weight`); `ensemble_guard` combines the teacher's
 scales by a collapse guard instead of the plain mean (`ENSEMBLE_GUARDS`); `threshold="flexmatch"` replaces
 the one `tau` by class-wise thresholds from an EMA of each class's confident share (`THRESHOLDS`, state
 `extra["class_conf"]`); `diagnostics` adds pseudo-label accuracy against the unlabeled truth (`u_truth`, read
@@ -99,6 +100,8 @@ class Terms:
   tau_min: float
   threshold_momentum: float
   diagnostics: bool
+  warmup_steps: int
+  rampup_steps: int
 
   @classmethod
   def from_config(cls, config) -> Terms:
@@ -127,6 +130,9 @@ class Terms:
     if self.ensemble_guard != "none" and not self.ensemble_scales:
       raise ConfigError(f"config.semi.ensemble_guard={self.ensemble_guard!r} guards the multi-scale teacher, but "
                         "config.semi.ensemble_scales is empty; set scales (MaskMatch) or ensemble_guard='none'")
+    if self.warmup_steps < 0 or self.rampup_steps < 0:
+      raise ConfigError(f"config.semi.warmup_steps={self.warmup_steps}, rampup_steps={self.rampup_steps}; "
+                        "expected counts >= 0")
     if self.threshold not in THRESHOLDS:
       raise ConfigError(f"config.semi.threshold={self.threshold!r}; expected one of {sorted(THRESHOLDS)}")
     if self.threshold != "fixed" and not 0.0 <= self.tau_min <= self.tau:
@@ -364,11 +370,25 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
     if terms.l_mask > 0:
       out["loss_mask"] = _mean(cons.confident_ce(logits_m[-1], yhat, conf, ignore, thr(yhat)))
 
+  ramp = unlabeled_weight(state["step"], terms.warmup_steps, terms.rampup_steps)
+  if terms.warmup_steps or terms.rampup_steps:
+    out["unlabeled_weight"] = ramp
   weights = dict(loss_s1=terms.w_s1, loss_s2=terms.w_s2, loss_fp=terms.w_fp)
-  total = terms.scale * (terms.w_x * out["loss_x"] + sum(w * out[k] for k, w in weights.items() if k in out))
+  unsup = sum(w * out[k] for k, w in weights.items() if k in out)
+  total = terms.scale * (terms.w_x * out["loss_x"] + ramp * unsup)
   extra_weights = dict(loss_rec=terms.l_rec, loss_agg=terms.l_agg, loss_sem=terms.l_sem, loss_mask=terms.l_mask)
-  total = total + sum(w * out[k] for k, w in extra_weights.items() if k in out)
+  total = total + ramp * sum(w * out[k] for k, w in extra_weights.items() if k in out)
   return total, out, updates
+
+
+def unlabeled_weight(step, warmup: int, rampup: int):
+  """Weight of every unlabeled term at `step` (our extension): 0 for `warmup` labeled-only steps, then a linear
+  ramp over `rampup` steps to 1. A from-scratch model's first pseudo-labels are mostly wrong and, at tau 0.95,
+  only the largest classes pass; starting them later lets the supervised term make them worth learning from."""
+  step = jnp.asarray(step, jnp.float32)
+  if rampup <= 0:
+    return (step >= warmup).astype(jnp.float32)
+  return jnp.clip((step - warmup + 1.0) / rampup, 0.0, 1.0)
 
 
 def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
