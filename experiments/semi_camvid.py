@@ -107,7 +107,9 @@ def markdown(results: list[dict], args) -> str:
   fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
   for r in results:
     d = r.get("diagnostics", {})
-    lines.append(f"| {r['method']} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {fmt(r['conf_frac'])} | "
+    stopped = "" if r.get("trained_steps", r["steps"]) >= r["steps"] else f" (stopped at {r['trained_steps']})"
+    seed = "" if len(set(x.get("seed") for x in results)) < 2 else f" seed {r.get('seed')}"
+    lines.append(f"| {r['method']}{seed}{stopped} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {fmt(r['conf_frac'])} | "
                  f"{fmt(d.get('conf_frac'))} | {fmt(d.get('pl_acc'))} | {fmt(d.get('pl_acc_conf'))} | "
                  f"{fmt(d.get('pl_tv'))} | {r['seconds']:.0f} |")
   return "\n".join(lines)
@@ -126,11 +128,18 @@ def main() -> None:
                   "(default: the config's)")
   ap.add_argument("--eval_every", type=int, default=0, help="eval (and diagnostics) every N steps (0: at the end)")
   ap.add_argument("--set", action="append", default=[], help="key=value config override for every variant")
+  ap.add_argument("--seeds", default="", help="comma list of seeds (model init and data order; the labeled split "
+                  "stays semi.split_seed's): runs go to <workdir>/<variant>/seed<k> and a mean/spread table follows")
   args = ap.parse_args()
+  seeds = [int(x) for x in args.seeds.split(",") if x] or [None]
   results = []
-  for variant in args.variants.split(","):
-    workdir = os.path.join(args.workdir, variant)
+  for variant, seed in [(v, k) for v in args.variants.split(",") for k in seeds]:
+    workdir = os.path.join(args.workdir, variant, "" if seed is None else f"seed{seed}").rstrip(os.sep)
     config = variant_config(variant, args, args.workdir)
+    if seed is not None:
+      config.unlock()
+      config.seed = seed
+      config.lock()
     start = time.perf_counter()
     scalars = train.run(config, workdir)
     seconds = time.perf_counter() - start
@@ -141,9 +150,23 @@ def main() -> None:
     results.append(dict(variant=variant, method=LABELS[variant], miou=scalars["val/miou"],
                         pixel_acc=scalars["val/pixel_acc"], conf_frac=last.get("conf_frac"),
                         final_loss=last.get("loss"), steps=args.steps, labeled=labeled, seconds=round(seconds, 1),
-                        workdir=workdir, diagnostics=last_eval_diagnostics(workdir)))
+                        workdir=workdir, diagnostics=last_eval_diagnostics(workdir), seed=config.seed,
+                        trained_steps=int(last.get("step", 0))))
   print(json.dumps(dict(experiment="semi_camvid", results=results), indent=1))
   print(markdown(results, args))
+  if len(seeds) > 1:
+    print()
+    print(seed_summary(results))
+
+
+def seed_summary(results: list[dict]) -> str:
+  """Mean and spread (max - min) of val mIoU over the seeds of each variant."""
+  lines = ["| method | seeds | val mIoU mean | spread (max - min) |", "|---|---|---|---|"]
+  for variant in dict.fromkeys(r["variant"] for r in results):
+    mious = [r["miou"] for r in results if r["variant"] == variant]
+    lines.append(f"| {LABELS[variant]} | {len(mious)} | {sum(mious) / len(mious):.4f} | "
+                 f"{max(mious) - min(mious):.4f} |")
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":
