@@ -482,6 +482,26 @@ def fill_label(method: str, image: np.ndarray, label: np.ndarray, *, name: str =
                    changed_pixels=int((out != label).sum()), ratio=None, masked_fraction=None, tiles=0)
 
 
+def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing: str = DEFAULT_MISSING,
+                   scale: str = "train", unknown_value: int | None = None) -> Callable:
+  """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
+  pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
+
+  method 'model' needs loaded Completers (`resolve_models`); a fill (`fills.FILLS`) needs none.
+  """
+  if method not in METHODS:
+    raise ConfigError(f"--method={method!r} is unknown; expected one of {', '.join(METHODS)}")
+  if method == "model":
+    if not completers:
+      raise ConfigError("--method=model needs a trained L-MAE: pass --model=RUN")
+    check_codes(completers[0].codes(unknown_value))
+    return functools.partial(complete_label, list(completers), unknown_value=unknown_value, missing=missing,
+                             scale=scale)
+  codes = Codes(None, unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
+  check_codes(codes)
+  return functools.partial(fill_label, method, codes=codes, missing=missing)
+
+
 # --- folders ----------------------------------------------------------------------------------------------
 def _stem(f: str) -> str:
   return os.path.splitext(f)[0]
@@ -662,14 +682,10 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
                       "folder)")
   if method == "model":
     completers = resolve_models(models, checkpoint, log)
-    check_codes(completers[0].codes(unknown_value))
-    run = functools.partial(complete_label, completers, unknown_value=unknown_value, missing=missing, scale=scale)
-  else:
-    if models:
-      log(f"note: --method={method} uses no model; ignoring --model")
-    codes = Codes(None, unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
-    check_codes(codes)
-    run = functools.partial(fill_label, method, codes=codes, missing=missing)
+  elif models:
+    log(f"note: --method={method} uses no model; ignoring --model")
+  run = pair_completer(method, completers if method == "model" else (), missing=missing, scale=scale,
+                       unknown_value=unknown_value)
   remove_stale_partials(out_dir, log)
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
