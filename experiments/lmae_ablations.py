@@ -1,12 +1,16 @@
-"""L-MAE ablations at CPU scale: IPS, Stack Fuse, mask strategies and mask ratios, as one table.
+"""L-MAE ablations at CPU scale: IPS, Stack Fuse, mask strategies, mask ratios and this project's extensions.
 
   python experiments/lmae_ablations.py --workdir=runs/lmae_ablations --steps=800 \
-      [--groups=ips,fuse,strategy,ratio] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
-      [--results=experiments/results/lmae_ablations.md]
+      [--groups=ips,fuse,strategy,ratio,extensions] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
+      [--config_arg=cpu|recipe] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
 
-Every variant is configs/lmae_<dataset>.py (camvid: its `cpu` variant) with one change, trained with the same
-steps, seed and schedule; the default model (IPS, layer fuse, mixed 1:2:2 strategies, ratio 0.5) is the
-shared `baseline` row of every group. Each run is scored on val at its own training ratio with Background-First
+Every variant is configs/lmae_<dataset>.py (camvid: its `--config_arg` variant, `cpu` by default) with one
+change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
+every group. The `extensions` group switches this project's extensions off one at a time (nearest prior,
+refinement head, both): run it with `--config_arg=recipe`, where they are on. With several `--seeds` every cell
+is the mean over seeds (± half the range), and the non-learned fills scored on the same masks (identical in
+every run: the eval masks do not depend on the seed) are rows of their own, with the margin of each variant
+over the best fill. Each run is scored on val at its own training ratio with Background-First
 masks (`val/*`, the completion setting) and random masks (`val_random/*`): PA-mIoU (masked pixels only) and
 global mIoU (given + predicted pixels). PA-mIoU of different ratios measures different tasks (more to fill),
 so the ratio group shows a trade-off, not a ranking. Runs live in `<workdir>/<variant>`; a finished run's
@@ -27,7 +31,7 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GROUPS = ("ips", "fuse", "strategy", "ratio")
+GROUPS = ("ips", "fuse", "strategy", "ratio", "extensions")
 RESULT_FILE = "ablation.json"
 
 # Each variant is the baseline plus these dotted overrides.
@@ -39,10 +43,15 @@ VARIANTS = {
     "random_only": {"lmae.strategy_probs": (1, 0, 0)},
     "bf_only": {"lmae.strategy_probs": (0, 1, 0)},
     "lf_only": {"lmae.strategy_probs": (0, 0, 1)},
+    "no_prior": {"model.prior": "none"},
+    "no_refine": {"model.refine_width": 0},
+    "no_extensions": {"model.prior": "none", "model.refine_width": 0},
 }
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
-            "random_only": "Random only", "bf_only": "Background-First only", "lf_only": "Label-First only"}
+            "random_only": "Random only", "bf_only": "Background-First only", "lf_only": "Label-First only",
+            "no_prior": "without the nearest prior", "no_refine": "without the refinement head",
+            "no_extensions": "without both (the paper's model)"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
     "camvid": {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
@@ -73,6 +82,8 @@ def group_variants(group: str, ratios) -> list[str]:
     return ["baseline", "random_only", "bf_only", "lf_only"]
   if group == "ratio":
     return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
+  if group == "extensions":
+    return ["baseline", "no_prior", "no_refine", "no_extensions"]
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 
@@ -90,10 +101,11 @@ def parse_sets(items) -> dict:
   return out
 
 
-def variant_config(name: str, dataset: str, steps: int, *, tiny: bool = False, extra: dict | None = None):
-  """configs/lmae_<dataset>.py (camvid: `cpu`) with the shared schedule (one eval and one checkpoint, at the
-  end), `extra` overrides, then the variant's own change."""
-  config_name, arg = ("lmae_camvid", "cpu") if dataset == "camvid" else ("lmae_synthetic", None)
+def variant_config(name: str, dataset: str, steps: int, *, tiny: bool = False, extra: dict | None = None,
+                   config_arg: str = "cpu"):
+  """configs/lmae_<dataset>.py (camvid: `config_arg`) with the shared schedule (one eval and one checkpoint, at
+  the end), `extra` overrides, then the variant's own change."""
+  config_name, arg = ("lmae_camvid", config_arg) if dataset == "camvid" else ("lmae_synthetic", None)
   o = {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps,
        "train.log_every": max(1, min(50, steps)), **(TINY[dataset] if tiny else {}), **(extra or {})}
   return load_config(config_name, arg, {**o, **variant_overrides(name)})
@@ -125,16 +137,46 @@ def setting_of(name: str) -> str:
   return f"mask ratio {name[len('ratio_'):]}" if name.startswith("ratio_") else SETTINGS[name]
 
 
+MARGINS = (("val/margin_pa_miou", "margin PA BF"), ("val_random/margin_pa_miou", "margin PA random"))
+
+
+def cell(values) -> str:
+  """Mean of the seeds' figures in points, ± half their range when there are several."""
+  values = [100 * v for v in values]
+  mean = sum(values) / len(values)
+  return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {(max(values) - min(values)) / 2:.1f}"
+
+
+def fill_names(runs: dict) -> list[str]:
+  """Non-learned fills the runs were scored against (`val/<fill>/pa_miou`)."""
+  first = next(iter(runs.values()))[0]["scalars"]
+  return sorted(k.split("/")[1] for k in first if k.startswith("val/") and k.endswith("/pa_miou")
+                and k.count("/") == 2)
+
+
 def table(groups: dict, runs: dict) -> str:
-  head = ["group", "variant", "setting"] + [label for _, label in METRICS] + ["train s"]
+  """`runs[name]` is the list of that variant's seeds; fills are shown once, below the variants."""
+  margins = [m for m in MARGINS if m[0] in next(iter(runs.values()))[0]["scalars"]]
+  head = ["group", "variant", "setting"] + [label for _, label in METRICS + tuple(margins)] + ["seeds", "train s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for group, names in groups.items():
     for name in names:
-      s = runs[name]["scalars"]
+      seeds = runs[name]
       cells = [group, name, setting_of(name)]
-      cells += [f"{100 * s[key]:.1f}" if key in s else "-" for key, _ in METRICS]
-      cells.append(f"{runs[name]['seconds']:.0f}")
+      for key, _ in METRICS + tuple(margins):
+        vals = [r["scalars"][key] for r in seeds if key in r["scalars"]]
+        cells.append(cell(vals) if vals else "-")
+      cells += [str(len(seeds)), f"{sum(r['seconds'] for r in seeds) / len(seeds):.0f}"]
       lines.append("| " + " | ".join(cells) + " |")
+  first = next(iter(runs.values()))[0]["scalars"]
+  for fill in fill_names(runs):
+    cells = ["fill", fill, "non-learned, same masks"]
+    for key, _ in METRICS:
+      prefix, metric = key.split("/")
+      k = f"{prefix}/{fill}/{metric}"
+      cells.append(f"{100 * first[k]:.1f}" if k in first else "-")
+    cells += ["-"] * len(margins) + ["-", "0"]
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -152,6 +194,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--groups", default=",".join(GROUPS))
   ap.add_argument("--ratios", default="0.6,0.75", help="ratio group: ratios besides the baseline's 0.5")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
+  ap.add_argument("--config_arg", default="cpu", help="camvid: the configs/lmae_camvid.py arg of the baseline")
+  ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="extra dotted config override for every variant (repeatable)")
   ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
@@ -164,12 +208,17 @@ def main(argv=None) -> dict:
   groups = {g: group_variants(g, ratios) for g in args.groups.split(",") if g}
   extra = parse_sets(args.set)
   start = time.perf_counter()
+  seeds = [int(s) for s in args.seeds.split(",") if s]
   runs = {}
   for names in groups.values():
     for name in names:
       if name not in runs:  # the baseline is trained once and shown in every group
-        config = variant_config(name, args.dataset, args.steps, tiny=args.tiny, extra=extra)
-        runs[name] = train_variant(config, os.path.join(args.workdir, name))
+        runs[name] = []
+        for seed in seeds:
+          config = variant_config(name, args.dataset, args.steps, tiny=args.tiny, extra={**extra, "seed": seed},
+                                  config_arg=args.config_arg)
+          folder = name if len(seeds) == 1 else f"{name}_s{seed}"
+          runs[name].append(train_variant(config, os.path.join(args.workdir, folder)))
   markdown = table(groups, runs)
   command = " ".join(["python experiments/lmae_ablations.py"] + list(argv if argv is not None else sys.argv[1:]))
   report = {"command": command, "dataset": args.dataset, "steps": args.steps, "tiny": args.tiny, "groups": groups,

@@ -218,8 +218,8 @@ class LMAE(nnx.Module):
                                           rngs=rngs, drop_rngs=drop_rngs) for _ in range(dec_depth)])
     self.decoder_norm = nnx.LayerNorm(dec_dim, epsilon=1e-6, rngs=rngs)
     self.head = _linear(dec_dim, p * p * num_classes, rngs)
-    # Refinement input: image, decoder logits, prior one-hot, visible one-hot, masked-pixel indicator.
-    self.refine = (ext.RefineHead(3 + 3 * num_classes + 1, refine_width, num_classes, rngs=rngs)
+    # Refinement input: image, decoder logits, prior one-hot and cues, visible one-hot, masked-pixel indicator.
+    self.refine = (ext.RefineHead(3 + 3 * num_classes + ext.PRIOR_CUES + 1, refine_width, num_classes, rngs=rngs)
                    if refine_width > 0 else None)
 
   def fuse_map(self, image: jax.Array, label: jax.Array) -> jax.Array:
@@ -242,9 +242,9 @@ class LMAE(nnx.Module):
     visible = self.decoder_embed(latent)  # [B,K,DD]
     n_masked = ids_masked.shape[1]
     masked_px = _masked_pixels(ids_masked, b, self.grid, p)
-    prior = None
+    prior = cues = None
     if self.prior != "none" or self.refine is not None:  # both built from visible labels only
-      prior = ext.prior_onehot(label, ~masked_px, self.num_classes, self.prior, image.dtype)
+      prior, cues = ext.prior_features(image, label, ~masked_px, self.num_classes, self.prior)
     if self.ips:  # image (and the visible-label prior): the masked label must stay hidden
       supplement = image if self.prior == "none" else jnp.concatenate([image, prior], -1)
       masked = self.ips_embed(_gather_tokens(patchify(supplement, p), ids_masked))
@@ -262,7 +262,8 @@ class LMAE(nnx.Module):
     if self.refine is None:
       return logits
     visible_onehot = jax.nn.one_hot(jnp.where(masked_px, -1, label), self.num_classes, dtype=image.dtype)
-    features = jnp.concatenate([image, logits, prior, visible_onehot, masked_px[..., None].astype(image.dtype)], -1)
+    features = jnp.concatenate([image, logits, prior, cues, visible_onehot, masked_px[..., None].astype(image.dtype)],
+                               -1)
     return logits + self.refine(features)
 
 

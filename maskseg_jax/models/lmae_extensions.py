@@ -27,7 +27,13 @@ PRIORS = ("none", "nearest")
 
 
 def nearest_visible_label(label: jax.Array, known: jax.Array) -> jax.Array:
-  """int[B,H,W]: the label of the nearest `known` pixel (Euclidean), -1 where no pixel is known.
+  """int[B,H,W]: the label of the nearest `known` pixel (Euclidean), -1 where no pixel is known."""
+  return nearest_visible_seed(label, known)[0]
+
+
+def nearest_visible_seed(label: jax.Array, known: jax.Array):
+  """(label int[B,H,W], seed row f32[B,H,W], seed col f32[B,H,W]) of the nearest `known` pixel; -1 / 1e9 where
+  no pixel is known.
 
   Jump flooding (Rong & Tan 2006) with one extra step-1 pass: log2(max(H, W)) + 1 rounds, each taking the best of
   9 candidates at offsets {-k, 0, k}^2. The rounds run in a `fori_loop` and the 9 candidates are compared at once:
@@ -62,16 +68,35 @@ def nearest_visible_label(label: jax.Array, known: jax.Array) -> jax.Array:
     return jnp.take_along_axis(cands, best[None, None], axis=0)[0]
 
   seeds = jax.lax.fori_loop(0, rounds + 1, one_round, seeds)
-  return seeds[2].astype(jnp.int32)
+  return seeds[2].astype(jnp.int32), seeds[0], seeds[1]
 
 
-def prior_onehot(label: jax.Array, visible_px: jax.Array, num_classes: int, prior: str, dtype) -> jax.Array:
-  """float[B,H,W,N] one-hot of the prior label (all-zero for "none" and where nothing is visible)."""
+PRIOR_CUES = 4  # seed distance + RGB difference to the seed, per pixel
+
+
+def prior_features(image: jax.Array, label: jax.Array, visible_px: jax.Array, num_classes: int, prior: str):
+  """(one-hot float[B,H,W,N] of the prior label, cues float[B,H,W,4]) from the visible labels only.
+
+  Cues tell how far the prior reaches (distance to the seed, in units of 8 px) and whether the pixel looks like
+  its seed (normalized-RGB difference), which a small conv head cannot compute when the seed is far away.
+  All zero for "none" and where nothing is visible.
+  """
   if prior not in PRIORS:
     raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {PRIORS}")
+  b, h, w = label.shape
+  if prior == "none":
+    return jnp.zeros((b, h, w, num_classes), image.dtype), jnp.zeros((b, h, w, PRIOR_CUES), image.dtype)
   known = visible_px & (label >= 0) & (label < num_classes)
-  fill = nearest_visible_label(label, known) if prior == "nearest" else jnp.full(label.shape, -1)
-  return jax.nn.one_hot(fill, num_classes, dtype=dtype)
+  fill, sy, sx = nearest_visible_seed(label, known)
+  found = fill >= 0
+  ys = jnp.arange(h, dtype=jnp.float32)[None, :, None]
+  xs = jnp.arange(w, dtype=jnp.float32)[None, None, :]
+  dist = jnp.where(found, jnp.sqrt((sy - ys) ** 2 + (sx - xs) ** 2) / 8.0, 0.0)
+  flat = jnp.where(found, sy * w + sx, 0).astype(jnp.int32).reshape(b, h * w)
+  seed_rgb = jnp.take_along_axis(image.reshape(b, h * w, 3), flat[..., None], axis=1).reshape(b, h, w, 3)
+  diff = jnp.where(found[..., None], image - seed_rgb, 0.0)
+  cues = jnp.concatenate([dist[..., None].astype(image.dtype), diff.astype(image.dtype)], -1)
+  return jax.nn.one_hot(fill, num_classes, dtype=image.dtype), cues
 
 
 class RefineHead(nnx.Module):
