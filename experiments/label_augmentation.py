@@ -1,8 +1,9 @@
 """L-MAE label augmentation (paper IV-C, Table V) at CPU scale: segmenters trained on degraded vs completed labels.
 
   python experiments/label_augmentation.py --workdir=runs/label_aug --lmae_root=runs/lmae_ablations \
-      --lmae_steps=600 --ratios=0.5,0.6,0.75 --seg_steps=600 [--models=fcn,unet] \
-      [--labels=degraded,completed,full] [--results=experiments/results/label_augmentation.md]
+      --lmae_steps=600 --ratios=0.5,0.6,0.75 --seg_steps=600 [--models=fcn,unet] [--seeds=2] \
+      [--labels=degraded,nearest,completed,full] [--results=experiments/results/label_augmentation.md]
+  python experiments/label_augmentation.py --workdir=runs/label_aug_recipe --lmae_run=runs/recipe_s0 ...
 
 1. Degrade: every training label of the dataset (CamVid train) is written, with its image copied unchanged, to
    the new folder dataset `<workdir>/data/degraded/{images,labels}/` (`folder` layout, native resolution): in
@@ -12,15 +13,23 @@
    by default degraded tiles become void (255): the label is missing there, and L-MAE completion (which fills
    void first) has something to fill. `--degrade_to=<class id>` gives the paper's wrong-background variant.
    The source dataset is only read.
-2. L-MAE runs at `--ratios` (full training labels), from experiments/lmae_ablations.py's variants in
-   `--lmae_root`: pass that script's workdir and --steps to reuse its baseline (0.5) and ratio runs.
-3. Complete: `complete.complete_folder` with all ratios (routing by background proportion, Background-First)
-   writes `<workdir>/data/completed/labels/` (images/ links to the degraded images).
+2. L-MAE runs: `--lmae_run=RUN` (repeatable, `RATIO=RUN` as `maskseg-complete --model`) uses trained runs as
+   they are (e.g. the CamVid recipe's); otherwise runs at `--ratios` (full training labels) are trained or
+   reused from experiments/lmae_ablations.py's variants in `--lmae_root` (pass that script's workdir and
+   --steps to reuse its baseline (0.5) and ratio runs).
+3. Complete: `complete.complete_folder` with the models (routing, default `--missing=unknown_and_void`: the
+   degraded void tiles are filled) writes `<workdir>/data/completed/labels/`; each non-learned fill arm
+   (`nearest`, `geodesic`: `maskseg_jax.fills`, no model, same missing pixels) writes
+   `<workdir>/data/<fill>/labels/` (images/ link to the degraded images). With `--degrade_to=<class id>` the
+   fills have no hole to see (they fill void only); the model's Background-First routing still does.
 4. Segment: each of `--models` (configs/supervised_<dataset>.py, camvid: `cpu_<model>`) trained with the same
-   steps and seed on each of `--labels` (`full` = the original labels, the ceiling) and scored on the real val
-   split (`data.val_name`: the folder trains, the dataset's own reader validates).
-5. Report: val mIoU per model and label set, plus how good the training labels are against the truth (mIoU
-   and pixel accuracy over truth-labelled pixels, a void pixel counting as wrong) and what completion changed.
+   steps on each of `--labels` (`full` = the original labels, the ceiling), once per segmenter seed
+   (`--seeds=N`: config seeds 0..N-1), and scored on the real val split (`data.val_name`: the folder trains,
+   the dataset's own reader validates).
+5. Report: val mIoU per model and label set (mean over seeds ± half their range), plus how good the training
+   labels are against the truth (mIoU and pixel accuracy over truth-labelled pixels, a void pixel counting as
+   wrong) and what each completion changed. The question it answers: does L-MAE completion beat simply
+   filling the holes with the nearest label, as training data?
 Runs are cached like the ablations (`ablation.json` per run), so a rerun only prints the table. `--tiny`:
 a handful of CamVid images at 1/8 scale (or `--dataset=synthetic` 32 px scenes), a few steps; the numbers
 mean nothing.
@@ -42,8 +51,11 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lmae_ablations as abl  # noqa: E402  (variant configs, cached training, config loading)
 
-LABEL_SETS = ("degraded", "completed", "full")
+LABEL_SETS = ("degraded", "nearest", "geodesic", "completed", "full")
+DEFAULT_LABELS = ("degraded", "nearest", "completed", "full")
+COMPLETED = "completed"  # the L-MAE arm; every other completed arm is a fill named by its fills.FILLS key
 DEGRADE_FILE = "degrade.json"
+STAMP_FILE = "training_labels.json"
 COMPLETE_FILE = "completion.json"
 
 TINY_CAMVID = {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
@@ -101,15 +113,16 @@ def write_degraded(source, out_dir: str, *, patch: int, fraction: float, to: int
   return settings
 
 
-def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: dict) -> dict:
-  """L-MAE completion of the degraded labels into `out_dir/labels` (+ `images` linking to the degraded ones);
-  reused while the models and the degradation settings are the same."""
+def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: dict, *,
+                      method: str = "model") -> dict:
+  """Completion of the degraded labels (L-MAE `models`, or the fill `method`) into `out_dir/labels` (+ `images`
+  linking to the degraded ones); reused while the method, models and degradation settings are the same."""
   from maskseg_jax import complete
   record = os.path.join(out_dir, COMPLETE_FILE)
   if os.path.isfile(record):
     with open(record) as f:
       saved = json.load(f)
-    if (saved["models"], saved["degrade"]) == (models, degrade):
+    if (saved.get("method", "model"), saved["models"], saved["degrade"]) == (method, models, degrade):
       return saved
   if os.path.isdir(out_dir):
     shutil.rmtree(out_dir)
@@ -118,11 +131,13 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
   lines = []
   t = time.perf_counter()
   reports = complete.complete_folder(os.path.join(degraded, "images"), os.path.join(degraded, "labels"),
-                                     os.path.join(out_dir, "labels"), models, log=lines.append)
+                                     os.path.join(out_dir, "labels"), models, method=method,
+                                     log=lines.append)
   routed = {}
   for r in reports:
-    routed[f"{r.ratio:g}"] = routed.get(f"{r.ratio:g}", 0) + 1
-  saved = {"models": models, "degrade": degrade, "files": len(reports), "changed_pixels": sum(r.changed_pixels for r in reports),
+    if r.ratio is not None:
+      routed[f"{r.ratio:g}"] = routed.get(f"{r.ratio:g}", 0) + 1
+  saved = {"method": method, "models": models, "degrade": degrade, "files": len(reports), "changed_pixels": sum(r.changed_pixels for r in reports),
            "routed_to_ratio": routed, "seconds": time.perf_counter() - t}
   with open(os.path.join(out_dir, "completion.log"), "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -180,6 +195,22 @@ def changed_accuracy(source, before: str, after: str, num_classes: int) -> dict:
           "changed_with_true_class": with_truth, "changed_correct_fraction": correct / max(with_truth, 1)}
 
 
+def lmae_specs(args, ratios, lmae_root: str, lmae_runs: dict) -> list[str]:
+  """Completion model specs: the given `--lmae_run`s as they are, else runs at `ratios` trained or reused in
+  `lmae_root` (recorded in `lmae_runs`)."""
+  if args.lmae_run:
+    for spec in args.lmae_run:
+      lmae_runs[spec] = {"run": spec, "reused": True}
+    return [os.path.abspath(s) if "=" not in s else s.partition("=")[0] + "=" + os.path.abspath(s.partition("=")[2])
+            for s in args.lmae_run]
+  specs = []
+  for r in ratios:
+    workdir = os.path.join(lmae_root, abl.ratio_variant(r))
+    lmae_runs[f"{r:g}"] = abl.train_variant(lmae_config(args, r), workdir)
+    specs.append(f"{r:g}={os.path.abspath(workdir)}")
+  return specs
+
+
 # --- configs ----------------------------------------------------------------------------------------------
 def lmae_config(args, ratio: float):
   """The ablation script's config of this ratio (so its finished runs are reused as they are)."""
@@ -187,9 +218,9 @@ def lmae_config(args, ratio: float):
                             extra=abl.parse_sets(args.lmae_set))
 
 
-def seg_config(args, model: str, labels: str, folders: dict):
+def seg_config(args, model: str, labels: str, folders: dict, seed: int = 0):
   name, arg = ("supervised_camvid", f"cpu_{model}") if args.dataset == "camvid" else ("supervised_synthetic", model)
-  o = {"train.steps": args.seg_steps, "train.eval_every": args.seg_steps, "train.checkpoint_every": args.seg_steps,
+  o = {"seed": seed, "train.steps": args.seg_steps, "train.eval_every": args.seg_steps, "train.checkpoint_every": args.seg_steps,
        "train.log_every": max(1, min(50, args.seg_steps))}
   if args.tiny:
     o.update(TINY_SEG[args.dataset])
@@ -202,27 +233,59 @@ def seg_config(args, model: str, labels: str, folders: dict):
                                      "data.val_root": base.data.root})
 
 
-def table(seg: dict, quality: dict, models, label_sets, completion: dict | None) -> str:
+def train_arm(config, workdir: str, stamp: dict) -> dict:
+  """`abl.train_variant`, but a run trained on other labels (the same folder path, rewritten by a new
+  degradation or completion) is removed first: its cache key (the config) cannot see the folder's content."""
+  path = os.path.join(workdir, STAMP_FILE)
+  if os.path.isdir(workdir):
+    saved = None
+    if os.path.isfile(path):
+      with open(path) as f:
+        saved = json.load(f)
+    if saved != stamp:
+      shutil.rmtree(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(stamp, f)
+  return abl.train_variant(config, workdir)
+
+
+def seeds_summary(runs: list[dict]) -> dict:
+  """The seeds' runs of one (model, labels) arm with the mean and half-range of their val mIoU."""
+  vals = [r["scalars"]["val/miou"] for r in runs if "val/miou" in r["scalars"]]
+  return {"runs": runs, "val_miou": vals, "mean": float(np.mean(vals)) if vals else None,
+          "half_range": float(np.ptp(vals) / 2) if vals else None}
+
+
+def _mean_cell(s: dict | None) -> str:
+  if not s or s["mean"] is None:
+    return "-"
+  return f"{100 * s['mean']:.1f}" + (f" ± {100 * s['half_range']:.1f}" if len(s["val_miou"]) > 1 else "")
+
+
+def completion_line(labels: str, c: dict) -> str:
+  what = "L-MAE completion" if labels == COMPLETED else f"{labels} fill"
+  routed = f"; files routed to mask ratio: {c['routed_to_ratio']}" if c.get("routed_to_ratio") else ""
+  return (f"{what}: {c['files']} labels, {c['changed_pixels']} pixels changed "
+          f"({100 * c['changed_fraction']:.1f}% of all training pixels); {c['changed_with_true_class']} of "
+          f"them have a true class, {100 * c['changed_correct_fraction']:.1f}% of those now correct{routed}.")
+
+
+def table(seg: dict, quality: dict, models, label_sets, completions: dict, seeds: int = 1) -> str:
   names = {"fcn": "FCN", "unet": "U-Net", "deeplabv3plus": "DeepLabV3+"}
-  head = (["training labels"] + [f"{names.get(m, m)} val mIoU" for m in models]
+  spread = f" ({seeds} seeds, ± half-range)" if seeds > 1 else ""
+  head = (["training labels"] + [f"{names.get(m, m)} val mIoU{spread}" for m in models]
           + ["labels mIoU vs truth", "labels pixel acc", "labels void %"])
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for labels in label_sets:
-    cells = [labels]
-    for m in models:
-      s = seg.get(f"{m}_{labels}", {}).get("scalars", {})
-      cells.append(f"{100 * s['val/miou']:.1f}" if "val/miou" in s else "-")
+    cells = [labels] + [_mean_cell(seg.get(f"{m}_{labels}")) for m in models]
     q = quality.get(labels)
     cells += ([f"{100 * q['miou']:.1f}", f"{100 * q['pixel_acc']:.1f}", f"{100 * q['void_fraction']:.1f}"]
               if q else ["-", "-", "-"])
     lines.append("| " + " | ".join(cells) + " |")
-  if completion:
-    c = completion
+  if completions:
     lines.append("")
-    lines.append(f"Completion: {c['files']} labels, {c['changed_pixels']} pixels changed "
-                 f"({100 * c['changed_fraction']:.1f}% of all training pixels); {c['changed_with_true_class']} of "
-                 f"them have a true class, {100 * c['changed_correct_fraction']:.1f}% of those now correct; "
-                 f"files routed to mask ratio: {c['routed_to_ratio']}.")
+    lines += [completion_line(k, c) for k, c in completions.items()]
   return "\n".join(lines)
 
 
@@ -231,11 +294,15 @@ def main(argv=None) -> dict:
   ap.add_argument("--workdir", required=True)
   ap.add_argument("--lmae_root", default="", help="workdir of lmae_ablations.py runs to reuse (default: "
                   "<workdir>/lmae)")
+  ap.add_argument("--lmae_run", action="append", default=[], metavar="RUN",
+                  help="trained L-MAE run folder to complete with (RATIO=RUN; repeatable, one per ratio); "
+                       "replaces training at --ratios")
   ap.add_argument("--lmae_steps", type=int, default=600)
   ap.add_argument("--ratios", default="0.5,0.6,0.75")
   ap.add_argument("--seg_steps", type=int, default=600)
   ap.add_argument("--models", default="fcn,unet")
-  ap.add_argument("--labels", default=",".join(LABEL_SETS))
+  ap.add_argument("--labels", default=",".join(DEFAULT_LABELS), help=f"some of {','.join(LABEL_SETS)}")
+  ap.add_argument("--seeds", type=int, default=2, help="segmenter seeds per arm (config seeds 0..N-1)")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
   ap.add_argument("--seed", type=int, default=0, help="degradation seed")
   ap.add_argument("--degrade_patch", type=int, default=16, help="tile size in pixels at the training image scale")
@@ -260,7 +327,7 @@ def main(argv=None) -> dict:
   ratios = [float(r) for r in args.ratios.split(",") if r]
   lmae_root = args.lmae_root or os.path.join(args.workdir, "lmae")
   data_dir = os.path.join(args.workdir, "data")
-  folders = {"degraded": os.path.join(data_dir, "degraded"), "completed": os.path.join(data_dir, "completed")}
+  folders = {k: os.path.join(data_dir, k) for k in LABEL_SETS if k != "full"}
 
   # 1. degraded training labels (the dataset itself is only read)
   ref = seg_config(args, models[0], "full", folders)
@@ -272,32 +339,37 @@ def main(argv=None) -> dict:
   degrade = write_degraded(train_src, folders["degraded"], patch=patch, fraction=args.degrade_fraction, to=to,
                            seed=args.seed)
 
-  # 2. L-MAE completion models, 3. completion
-  lmae_runs, completion = {}, None
-  if "completed" in label_sets:
-    specs = []
-    for r in ratios:
-      workdir = os.path.join(lmae_root, abl.ratio_variant(r))
-      lmae_runs[f"{r:g}"] = abl.train_variant(lmae_config(args, r), workdir)
-      specs.append(f"{r:g}={os.path.abspath(workdir)}")
-    completion = complete_degraded(folders["degraded"], folders["completed"], specs, degrade)
-    completion.update(changed_accuracy(train_src, os.path.join(folders["degraded"], "labels"),
-                                       os.path.join(folders["completed"], "labels"), int(dc.num_classes)))
+  # 2. L-MAE completion models, 3. completion (the model and the fill arms)
+  lmae_runs, completions = {}, {}
+  for labels in (s for s in label_sets if s not in ("degraded", "full")):
+    if labels == COMPLETED:
+      specs = lmae_specs(args, ratios, lmae_root, lmae_runs)
+      c = complete_degraded(folders["degraded"], folders[labels], specs, degrade)
+    else:
+      c = complete_degraded(folders["degraded"], folders[labels], [], degrade, method=labels)
+    c.update(changed_accuracy(train_src, os.path.join(folders["degraded"], "labels"),
+                              os.path.join(folders[labels], "labels"), int(dc.num_classes)))
+    completions[labels] = c
 
-  # 4. segmenters
+  # 4. segmenters, each arm once per seed (seed 0 keeps the single-seed folder name, so its runs are reused)
   seg = {}
   for m in models:
     for labels in label_sets:
-      seg[f"{m}_{labels}"] = abl.train_variant(seg_config(args, m, labels, folders),
-                                               os.path.join(args.workdir, f"{m}_{labels}"))
+      stamp = {"degrade": degrade if labels != "full" else None,
+               "completion": {k: completions[labels][k] for k in ("method", "models")} if labels in completions
+               else None}
+      runs = [train_arm(seg_config(args, m, labels, folders, seed),
+                        os.path.join(args.workdir, f"{m}_{labels}" + (f"_s{seed}" if seed else "")), stamp)
+              for seed in range(args.seeds)]
+      seg[f"{m}_{labels}"] = seeds_summary(runs)
 
   # 5. label quality against the truth (at the files' resolution)
   quality = label_quality(train_src, {k: os.path.join(v, "labels") for k, v in folders.items()
                                       if k in label_sets}, int(dc.num_classes))
-  markdown = table(seg, quality, models, label_sets, completion)
+  markdown = table(seg, quality, models, label_sets, completions, args.seeds)
   command = " ".join(["python experiments/label_augmentation.py"] + list(argv if argv is not None else sys.argv[1:]))
   report = {"command": command, "dataset": args.dataset, "tiny": args.tiny, "degrade": degrade,
-            "lmae": lmae_runs, "completion": completion, "segmenters": seg, "label_quality": quality,
+            "lmae": lmae_runs, "completions": completions, "seeds": args.seeds, "segmenters": seg, "label_quality": quality,
             "seconds": time.perf_counter() - start, "markdown": markdown}
   print(markdown)
   with open(os.path.join(args.workdir, "label_augmentation.json"), "w") as f:
