@@ -15,6 +15,7 @@ import fixtures
 import jax
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from maskseg_jax.data.sources import CAMVID_DEFAULT_ROOT, read_label
 
@@ -94,41 +95,64 @@ def test_ablation_rerun_reuses_finished_runs(ablation):
 def test_label_augmentation_degrades_completes_and_trains(ablation, tmp_path):
   report = load_experiment("label_augmentation").main([
       f"--workdir={tmp_path}", "--dataset=camvid", "--tiny", f"--lmae_root={ablation['workdir']}",
-      "--lmae_steps=2", "--ratios=0.5", "--seg_steps=2", "--models=fcn", cache_flag()])
+      "--lmae_steps=2", "--ratios=0.5", "--seg_steps=2", "--models=fcn", "--seeds=2", cache_flag()])
   assert report["lmae"]["0.5"]["reused"]  # the ablation's baseline completes the labels
-  degraded, completed = tmp_path / "data" / "degraded" / "labels", tmp_path / "data" / "completed" / "labels"
+  data = tmp_path / "data"
+  degraded, completed, nearest = data / "degraded" / "labels", data / "completed" / "labels", data / "nearest" / "labels"
   names = sorted(os.listdir(degraded))
-  assert len(names) == 16 and sorted(os.listdir(completed)) == names
-  assert len(os.listdir(tmp_path / "data" / "completed" / "images")) == 16
+  assert len(names) == 16 and sorted(os.listdir(completed)) == names == sorted(os.listdir(nearest))
+  assert len(os.listdir(data / "completed" / "images")) == 16 and len(os.listdir(data / "nearest" / "images")) == 16
   # 1/8 scale: 16 px tiles at the training scale are 128 px tiles in the 360x480 files.
   assert report["degrade"]["patch"] == 128 and report["degrade"]["to"] == 255
   for name in names[:4]:
     truth = read_label(os.path.join(CAMVID_DEFAULT_ROOT, "SegmentationClass", name))
-    d, c = read_label(degraded / name), read_label(completed / name)
+    d, c, f = read_label(degraded / name), read_label(completed / name), read_label(nearest / name)
     tiles = [(y, x) for y in range(0, 360, 128) for x in range(0, 480, 128)]
     voided = [t for t in tiles if (d[t[0]:t[0] + 128, t[1]:t[1] + 128] == 255).all()
               and (truth[t[0]:t[0] + 128, t[1]:t[1] + 128] != 255).any()]
     assert len(voided) == 6  # half of the 12 tiles (each holds some labelled pixel)
     kept = d != 255
     assert np.array_equal(d[kept], truth[kept]) and np.array_equal(c[kept], d[kept])
+    # The nearest arm: every void pixel takes the label of the nearest labelled pixel of the degraded label.
+    _, (rows, cols) = ndimage.distance_transform_edt(~kept, return_indices=True)
+    assert np.array_equal(f, d[rows, cols])
   q = report["label_quality"]
   assert q["completed"]["void_fraction"] < q["degraded"]["void_fraction"]
-  for k in ("degraded", "completed"):
-    assert 0.0 <= q[k]["miou"] <= 1.0 and 0.0 <= q[k]["pixel_acc"] <= 1.0
-  comp = report["completion"]
-  assert comp["files"] == 16 and comp["changed_pixels"] > 0 and 0.0 <= comp["changed_correct_fraction"] <= 1.0
-  assert set(report["segmenters"]) == {"fcn_degraded", "fcn_completed", "fcn_full"}
-  for run in report["segmenters"].values():
-    assert 0.0 <= run["scalars"]["val/miou"] <= 1.0
-  # The folder-trained runs validate on the real CamVid val split, by name.
-  config = json.loads(json.load(open(tmp_path / "fcn_completed" / "ablation.json"))["config"])
-  assert (config["data"]["name"], config["data"]["val_name"]) == ("folder", "camvid")
-  assert any(k.startswith("val/iou/road") for k in report["segmenters"]["fcn_completed"]["scalars"])
+  assert q["nearest"]["void_fraction"] == 0.0 and q["nearest"]["pixel_acc"] > q["degraded"]["pixel_acc"]
+  comps = report["completions"]
+  assert list(comps) == ["nearest", "completed"]
+  comp = comps["completed"]
+  assert comp["files"] == 16 and comp["changed_pixels"] > 0 and comp["routed_to_ratio"] == {"0.5": 16}
+  assert comps["nearest"]["method"] == "nearest" and comps["nearest"]["routed_to_ratio"] == {}
+  assert comps["nearest"]["changed_pixels"] == sum(int((read_label(degraded / n) == 255).sum()) for n in names)
+  arms = report["segmenters"]
+  assert set(arms) == {"fcn_degraded", "fcn_nearest", "fcn_completed", "fcn_full"}
+  for arm in arms.values():
+    vals = [r["scalars"]["val/miou"] for r in arm["runs"]]
+    assert len(vals) == 2 and arm["mean"] == pytest.approx(np.mean(vals))
+    assert arm["half_range"] == pytest.approx((max(vals) - min(vals)) / 2)
+  # Seed 0 keeps the single-seed folder; seed 1 is its own run. The folder-trained runs validate on CamVid val.
+  for folder, seed in (("fcn_completed", 0), ("fcn_completed_s1", 1)):
+    config = json.loads(json.load(open(tmp_path / folder / "ablation.json"))["config"])
+    assert config["seed"] == seed
+    assert (config["data"]["name"], config["data"]["val_name"]) == ("folder", "camvid")
+  assert any(k.startswith("val/iou/road") for k in arms["fcn_completed"]["runs"][0]["scalars"])
   lines = report["markdown"].splitlines()
-  assert lines[0] == ("| training labels | FCN val mIoU | labels mIoU vs truth | labels pixel acc | "
-                      "labels void % |")
-  assert [line.split(" | ")[0] for line in lines[2:5]] == ["| degraded", "| completed", "| full"]
-  assert lines[-1].startswith("Completion: 16 labels")
+  assert lines[0] == ("| training labels | FCN val mIoU (2 seeds, ± half-range) | labels mIoU vs truth | "
+                      "labels pixel acc | labels void % |")
+  assert [line.split(" | ")[0] for line in lines[2:6]] == ["| degraded", "| nearest", "| completed", "| full"]
+  assert " ± " in lines[2]
+  assert lines[-2].startswith("nearest fill: 16 labels") and lines[-1].startswith("L-MAE completion: 16 labels")
+
+  # --lmae_run: the given run completes (no training); only the arm whose labels changed is retrained.
+  again = load_experiment("label_augmentation").main([
+      f"--workdir={tmp_path}", "--dataset=camvid", "--tiny", f"--lmae_run={ablation['workdir']}/baseline",
+      "--seg_steps=2", "--models=fcn", "--seeds=1", "--labels=degraded,completed", cache_flag()])
+  assert again["lmae"] == {f"{ablation['workdir']}/baseline": {"run": f"{ablation['workdir']}/baseline",
+                                                              "reused": True}}
+  assert again["completions"]["completed"]["models"] == [os.path.abspath(f"{ablation['workdir']}/baseline")]
+  assert again["segmenters"]["fcn_degraded"]["runs"][0]["reused"]
+  assert not again["segmenters"]["fcn_completed"]["runs"][0]["reused"]
   assert camvid_snapshot() == ablation["camvid"]
 
 
