@@ -196,6 +196,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
   ap.add_argument("--config_arg", default="cpu", help="camvid: the configs/lmae_camvid.py arg of the baseline")
   ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
+  ap.add_argument("--skip", default="", help="comma-separated variants to leave out of the groups (budget)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="extra dotted config override for every variant (repeatable)")
   ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
@@ -205,7 +206,8 @@ def main(argv=None) -> dict:
   args = ap.parse_args(argv)
   setup_jax(args.xla_cache)
   ratios = [float(r) for r in args.ratios.split(",") if r]
-  groups = {g: group_variants(g, ratios) for g in args.groups.split(",") if g}
+  skip = set(args.skip.split(",")) - {""}
+  groups = {g: [v for v in group_variants(g, ratios) if v not in skip] for g in args.groups.split(",") if g}
   extra = parse_sets(args.set)
   start = time.perf_counter()
   seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -217,7 +219,7 @@ def main(argv=None) -> dict:
         for seed in seeds:
           config = variant_config(name, args.dataset, args.steps, tiny=args.tiny, extra={**extra, "seed": seed},
                                   config_arg=args.config_arg)
-          folder = name if len(seeds) == 1 else f"{name}_s{seed}"
+          folder = name if seed == 0 else f"{name}_s{seed}"  # seed 0: the folder other scripts reuse
           runs[name].append(train_variant(config, os.path.join(args.workdir, folder)))
   markdown = table(groups, runs)
   command = " ".join(["python experiments/lmae_ablations.py"] + list(argv if argv is not None else sys.argv[1:]))
