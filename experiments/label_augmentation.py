@@ -224,7 +224,9 @@ def seg_config(args, model: str, labels: str, folders: dict, seed: int = 0):
        "train.log_every": max(1, min(50, args.seg_steps))}
   if args.tiny:
     o.update(TINY_SEG[args.dataset])
-  o.update(abl.parse_sets(args.seg_set))
+  sets = abl.parse_sets(args.seg_set)
+  o.update(sets)
+  o["seed"] = int(sets.get("seed", 0)) + seed  # --seg_set seed=S: the arm's seeds are S, S+1, ...
   base = abl.load_config(name, arg, o)
   if labels == "full":
     return base
@@ -302,7 +304,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--seg_steps", type=int, default=600)
   ap.add_argument("--models", default="fcn,unet")
   ap.add_argument("--labels", default=",".join(DEFAULT_LABELS), help=f"some of {','.join(LABEL_SETS)}")
-  ap.add_argument("--seeds", type=int, default=2, help="segmenter seeds per arm (config seeds 0..N-1)")
+  ap.add_argument("--seeds", type=int, default=2, help="segmenter seeds per arm (config seeds 0..N-1, from S with --seg_set seed=S)")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
   ap.add_argument("--seed", type=int, default=0, help="degradation seed")
   ap.add_argument("--degrade_patch", type=int, default=16, help="tile size in pixels at the training image scale")
