@@ -137,7 +137,8 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
   for r in reports:
     if r.ratio is not None:
       routed[f"{r.ratio:g}"] = routed.get(f"{r.ratio:g}", 0) + 1
-  saved = {"method": method, "models": models, "degrade": degrade, "files": len(reports), "changed_pixels": sum(r.changed_pixels for r in reports),
+  saved = {"method": method, "models": models, "degrade": degrade, "files": len(reports),
+           "changed_pixels": sum(r.changed_pixels for r in reports),
            "routed_to_ratio": routed, "seconds": time.perf_counter() - t}
   with open(os.path.join(out_dir, "completion.log"), "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -304,7 +305,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--seg_steps", type=int, default=600)
   ap.add_argument("--models", default="fcn,unet")
   ap.add_argument("--labels", default=",".join(DEFAULT_LABELS), help=f"some of {','.join(LABEL_SETS)}")
-  ap.add_argument("--seeds", type=int, default=2, help="segmenter seeds per arm (config seeds 0..N-1, from S with --seg_set seed=S)")
+  ap.add_argument("--seeds", type=int, default=2,
+                  help="segmenter seeds per arm (config seeds 0..N-1, from S with --seg_set seed=S)")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
   ap.add_argument("--seed", type=int, default=0, help="degradation seed")
   ap.add_argument("--degrade_patch", type=int, default=16, help="tile size in pixels at the training image scale")

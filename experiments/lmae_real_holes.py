@@ -15,7 +15,9 @@ the file at its training field of view and fills from bilinear logits at file re
   fills    every `fills.FILLS` entry (nearest, geodesic), no model.
 Scores, per damage kind and method, over the hole pixels only (the truth is known there; given pixels are
 never changed, which the command checks): mIoU (classes with zero union left out), pixel accuracy and per-class
-IoU, one confusion matrix over all images; plus the margin of each model row over the best fill (by mIoU;
+IoU, one confusion matrix over all images; for model rows the mean fraction of patches the holes forced masked
+(scattered holes touch many patches: above the run's training ratio the model is out of its training
+distribution); plus the margin of each model row over the best fill (by mIoU;
 `margin_pixel_acc` against the best fill by pixel accuracy) and, with several model rows, their mean.
 Output: markdown tables on stdout, `--results=PATH.md` (command on top) and JSON (`--json`, default
 PATH.json beside the results). `--tiny`: 4 images, a smoke test (the numbers mean little).
@@ -118,7 +120,9 @@ def build_methods(args, num_classes: int) -> dict:
       if completers[0].num_classes != num_classes:
         raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
                          f"{num_classes}")
-      out[model_name(spec)] = complete.pair_completer("model", completers, missing="unknown", scale=args.scale)
+      name = model_name(spec)
+      name = name if name not in out else f"{name}#{len(out) + 1}"  # two runs in folders of one name
+      out[name] = complete.pair_completer("model", completers, missing="unknown", scale=args.scale)
   for m in wanted:
     if m in fills.FILLS:
       out[m] = complete.pair_completer(m, missing="unknown")
@@ -131,6 +135,7 @@ def evaluate(source, methods: dict, kinds: list[str], params: dict, *, seed: int
   n = int(source.num_classes)
   conf = {k: {m: np.zeros((n, n + 1), np.int64) for m in methods} for k in kinds}
   seconds = {k: {m: 0.0 for m in methods} for k in kinds}
+  masked = {k: {m: [] for m in methods} for k in kinds}  # model rows: fraction of patches masked per file
   labelled = {k: 0 for k in kinds}
   count = len(source) if limit <= 0 else min(limit, len(source))
   for i in range(count):
@@ -142,10 +147,12 @@ def evaluate(source, methods: dict, kinds: list[str], params: dict, *, seed: int
       labelled[k] += int(D.class_pixels(truth).sum())
       for m, run in methods.items():
         t = time.perf_counter()
-        out, _ = run(item["image"], damaged, name=item["id"])
+        out, fields = run(item["image"], damaged, name=item["id"])
         seconds[k][m] += time.perf_counter() - t
+        if fields.get("masked_fraction") is not None:
+          masked[k][m].append(fields["masked_fraction"])
         conf[k][m] += confusion(truth[hole], out[hole], n)
-  return {"images": count, "conf": conf, "seconds": seconds, "labelled": labelled}
+  return {"images": count, "conf": conf, "seconds": seconds, "labelled": labelled, "masked": masked}
 
 
 def summarize(raw: dict, methods: list[str], class_names) -> dict:
@@ -156,6 +163,9 @@ def summarize(raw: dict, methods: list[str], class_names) -> dict:
   for k, confs in raw["conf"].items():
     rows = {m: {**scores(c, class_names), "s_per_image": raw["seconds"][k][m] / max(raw["images"], 1)}
             for m, c in confs.items()}
+    for m, fractions in raw["masked"][k].items():
+      if fractions:
+        rows[m]["masked_fraction"] = float(np.mean(fractions))
     holes = next(iter(rows.values()))["hole_pixels"] if rows else 0
     out[k] = {"hole_fraction": holes / max(raw["labelled"][k], 1), "methods": add_margins(rows, fill_names, models)}
   return out
@@ -171,12 +181,12 @@ def _signed(v) -> str:
 
 def tables(result: dict, class_names) -> str:
   head = ["damage", "holes % of labelled", "method", "holes mIoU", "holes pixel acc", "margin mIoU vs best fill",
-          "margin pixel acc", "s / image"]
+          "margin pixel acc", "patches masked %", "s / image"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for k, r in result.items():
     for m, s in r["methods"].items():
       cells = [k, f"{100 * r['hole_fraction']:.1f}", m, _pct(s["miou"]), _pct(s["pixel_acc"]),
-               _signed(s.get("margin_miou")), _signed(s.get("margin_pixel_acc")),
+               _signed(s.get("margin_miou")), _signed(s.get("margin_pixel_acc")), _pct(s.get("masked_fraction")),
                f"{s['s_per_image']:.2f}" if "s_per_image" in s else "-"]
       if m == "model_mean":
         cells[3] += f" ± {100 * s['half_range_miou']:.1f}"

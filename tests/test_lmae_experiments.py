@@ -98,7 +98,7 @@ def test_label_augmentation_degrades_completes_and_trains(ablation, tmp_path):
       "--lmae_steps=2", "--ratios=0.5", "--seg_steps=2", "--models=fcn", "--seeds=2", cache_flag()])
   assert report["lmae"]["0.5"]["reused"]  # the ablation's baseline completes the labels
   data = tmp_path / "data"
-  degraded, completed, nearest = data / "degraded" / "labels", data / "completed" / "labels", data / "nearest" / "labels"
+  degraded, completed, nearest = (data / k / "labels" for k in ("degraded", "completed", "nearest"))
   names = sorted(os.listdir(degraded))
   assert len(names) == 16 and sorted(os.listdir(completed)) == names == sorted(os.listdir(nearest))
   assert len(os.listdir(data / "completed" / "images")) == 16 and len(os.listdir(data / "nearest" / "images")) == 16

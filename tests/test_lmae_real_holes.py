@@ -152,6 +152,7 @@ def test_real_holes_scores_equal_a_hand_computation(run_dir, tmp_path):
       assert [got["iou"][c] for c in src.class_names] == pytest.approx(ious)
     assert rows_[name]["margin_miou"] == pytest.approx(rows_[name]["miou"] - rows_["nearest"]["miou"])
     assert rows_[name]["best_fill"] == "nearest"
+    assert 0 < rows_[name]["masked_fraction"] <= 1 and "masked_fraction" not in rows_["nearest"]
   md = open(results).read()
   assert f"--model={run_dir}" in md and report["markdown"] in md
   saved = json.load(open(str(tmp_path / "out" / "holes.json")))
