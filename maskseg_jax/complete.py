@@ -15,14 +15,19 @@ With `--unknown_value=255` void itself is the unknown marker (filled in every mo
 value is refused. Given pixels are never changed (checked for every file; a violation raises, even under -O).
 
 `--method=model` (default; needs --model): in `unknown*` modes exactly the patches that hold a missing pixel
-(including every patch whose logits a missing pixel's bilinear interpolation reads) are masked; the count is
-rounded up to one of a few static buckets (`lmae_inference.BUCKET_FRACTIONS` of L, plus each model's training
-budget) so the jitted model compiles once per bucket, the extra masked patches chosen Background-First (their
-pixels are not written). `--scale=train` (default) cuts the file into the fewest evenly overlapping tiles of
-the field of view the run was trained on (`data.crop_size / data.image_scale` file pixels, resized to
-`model.image_size`; a side within 10% of it is one tile, a shorter one is padded as training pads); `fit` resizes
-the whole file to the model input. Tile logits are bilinearly resized to file pixels, blended (a tent weight)
-over the tiles whose mask covers the pixel, and the argmax fills the missing pixels at the file's resolution.
+(after the nearest-neighbour resize of the label to the model input) are masked, so every given label outside
+them reaches the model; the count is rounded up to one of a few static buckets (`lmae_inference.BUCKET_FRACTIONS`
+of L, plus each model's training budget) so the jitted model compiles once per bucket, the extra masked patches
+chosen Background-First (their pixels are not written). `--scale=train` (default) cuts the file into the fewest
+evenly overlapping tiles of the field of view the run was trained on (`data.crop_size / data.image_scale` file
+pixels, resized to `model.image_size`; a side within 10% of it is one tile, a shorter one is padded as training
+pads); `fit` resizes the whole file to the model input. At model resolution the logits are composed before any
+resize (`lmae_inference.given_logits`): the model's at pixels of masked patches; at visible pixels, whose model
+logits a masked-loss model never learnt, a one-hot logit of the given class at the 99.9% softmax level, or 0
+(no vote) where the visible label is no class (void given under `--missing=unknown`, tile padding). These are
+bilinearly resized to file pixels, so a missing pixel next to the hole's rim leans to the given classes there;
+they are blended (a tent weight) over the tiles whose mask covers the pixel, and the argmax fills the missing
+pixels at the file's resolution.
 Several models: each file goes to the model with the smallest ratio >= the fraction of patches it needs masked
 (`paper`: >= its background proportion), the largest otherwise; one warning line lists the files that needed
 more masking than the chosen model was trained at. `RATIO=RUN` routes a run as RATIO (warned if it was trained
@@ -363,7 +368,7 @@ class Tile:
   w: int
   ph: int
   pw: int
-  force: np.ndarray  # bool[L]: model patches holding (or interpolated into) a forced pixel
+  force: np.ndarray  # bool[L]: model patches holding a forced pixel
 
 
 SCALES: dict[str, Callable[[Completer, tuple[int, int]], tuple[int, int]]] = {
@@ -378,16 +383,13 @@ def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str) -> list[Tile]:
   window = SCALES[scale](c, hw)
   (ys, th), (xs, tw) = (inf.tile_starts(hw[i], window[i]) for i in (0, 1))
   ph, pw = max(th, window[0]), max(tw, window[1])
-  maps = inf.support_patch_maps((ph, pw), c.image_size, c.patch_size)
+  patch_of = inf.model_patch_of_pixels((ph, pw), c.image_size, c.patch_size)
   tiles = []
   for y0 in ys:
     for x0 in xs:
       px = np.zeros((ph, pw), bool)
       px[:th, :tw] = forced_px[y0:y0 + th, x0:x0 + tw]
-      force = np.zeros(c.num_patches, bool)
-      for m in maps:
-        force |= inf.patches_with(px, m, c.num_patches)
-      tiles.append(Tile(y0, x0, th, tw, ph, pw, force))
+      tiles.append(Tile(y0, x0, th, tw, ph, pw, inf.patches_with(px, patch_of, c.num_patches)))
   return tiles
 
 
@@ -399,8 +401,9 @@ def _pad(x: np.ndarray, ph: int, pw: int, value) -> np.ndarray:
 def model_logits(c: Completer, image: np.ndarray, fed: np.ndarray, tiles: Sequence[Tile], min_masked: int):
   """(blended logits f32[H,W,N], weight f32[H,W], largest masked count) over `tiles`.
 
-  A tile's logits count only at pixels of its masked patches (a masked-loss model's logits at visible patches
-  are untrained); tiles that force nothing are skipped when nothing else must be masked.
+  Each tile's logits are composed at model resolution (`inf.given_logits`: the model's on masked patches, the
+  given labels elsewhere) and then resized, and count only at file pixels of its masked patches (the pixels it
+  may fill); tiles that force nothing are skipped when nothing else must be masked.
   """
   hw = fed.shape
   acc = np.zeros(hw + (c.num_classes,), np.float32)
@@ -417,10 +420,12 @@ def model_logits(c: Completer, image: np.ndarray, fed: np.ndarray, tiles: Sequen
     label_m = inf.resize_nearest(label_t, c.image_size).astype(np.int32)
     logits, mask = jax.device_get(c.logits(T.normalize(image_m, c.mean, c.std)[None], label_m[None],
                                            t.force[None], c.num_patches - m))
-    up = inf.resize_bilinear(logits[0], (t.ph, t.pw))[:t.h, :t.w]
-    masked = np.asarray(mask[0])[inf.model_patch_of_pixels((t.ph, t.pw), c.image_size, c.patch_size)]
     # Every patch missing (need > L - 1): the one patch left visible is predicted too.
-    use = masked[:t.h, :t.w] if need < c.num_patches else np.ones((t.h, t.w), bool)
+    mask = np.asarray(mask[0]) | (need >= c.num_patches)
+    masked_m = np.asarray(inf.patch_pixels(jnp.asarray(mask[None]), c.patch_size, *c.image_size)[0])
+    composed = inf.given_logits(logits[0], label_m, masked_m, c.num_classes)
+    up = inf.resize_bilinear(composed, (t.ph, t.pw))[:t.h, :t.w]
+    use = mask[inf.model_patch_of_pixels((t.ph, t.pw), c.image_size, c.patch_size)][:t.h, :t.w]
     wt = inf.tent(t.ph, t.pw)[:t.h, :t.w] * use
     acc[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] += up * wt[..., None]
     weight[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w] += wt

@@ -6,9 +6,9 @@ filled region are copied unchanged. Host-side helpers map labels between an arbi
 grid with one explicit nearest-neighbour index map, so a pixel and its model position agree both ways.
 
 Completion-only helpers (`maskseg_jax/complete.py`): tiles of a file at the training field of view
-(`tile_starts`), bilinear resizing of logits back to file pixels (`resize_bilinear`), the model patches a file
-pixel's interpolated logits read (`support_patch_maps`, so masking them hides exactly what must be predicted),
-and the few static masked-patch counts the jitted model is compiled for (`mask_buckets`, `bucket`).
+(`tile_starts`), the given labels as confident logits beside the model's at masked patches (`given_logits`,
+before the resize), bilinear resizing of logits back to file pixels (`resize_bilinear`), and the few static
+masked-patch counts the jitted model is compiled for (`mask_buckets`, `bucket`).
 """
 
 from __future__ import annotations
@@ -160,16 +160,32 @@ def resize_bilinear(x: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
   return np.einsum("Hh,hwc,Ww->HWc", ry, np.asarray(x, np.float32), rx, optimize=True)
 
 
-def support_patch_maps(size_hw: Sequence[int], model_hw: Sequence[int], p: int) -> list[np.ndarray]:
-  """int[H,W] maps (up to 4): every model patch whose logits `resize_bilinear` mixes into each pixel.
+# Softmax level of a given label's logit: a one-hot logit of log(LEVEL (N-1) / (1 - LEVEL)) is softmax LEVEL.
+GIVEN_LEVEL = 0.999
 
-  Masking all patches these maps give for the missing pixels means no missing pixel's prediction reads the
-  logits of a visible patch (which a masked-loss model was never trained to produce).
+
+def given_logit(num_classes: int, level: float = GIVEN_LEVEL) -> float:
+  """The one-hot logit whose softmax puts `level` on its class (0 elsewhere): 9.2 for 11 classes at 99.9%.
+
+  Mixed by interpolation half-and-half with a model logit vector m, the given class c still wins unless
+  m_j - m_c > this value, i.e. unless the model is over `level` sure of another class: a given label is as
+  confident as a very confident prediction, and no more (logit offsets cancel, so only differences count).
   """
-  gw = int(model_hw[1]) // p
-  rows = [t // p for t in _bilinear_taps(int(model_hw[0]), int(size_hw[0]))[:2]]
-  cols = [t // p for t in _bilinear_taps(int(model_hw[1]), int(size_hw[1]))[:2]]
-  return [r[:, None] * gw + c[None, :] for r in rows for c in cols]
+  return float(math.log(level * max(num_classes - 1, 1) / (1.0 - level)))
+
+
+def given_logits(logits: np.ndarray, label: np.ndarray, masked_px: np.ndarray, num_classes: int,
+                 level: float = GIVEN_LEVEL) -> np.ndarray:
+  """float32[h,w,N] model-resolution logits to resize: the model's at masked pixels, a one-hot of the given
+  class (`given_logit`) at visible class pixels, 0 (no vote) at visible pixels with no class (void, padding).
+
+  A masked-loss model's logits at visible patches were never trained, so they must not vote; the given
+  labels do instead, so interpolation next to a hole leans to the classes on its rim.
+  """
+  cls = (label >= 0) & (label < num_classes)
+  onehot = np.eye(num_classes, dtype=np.float32)[np.where(cls, label, 0)] * given_logit(num_classes, level)
+  visible = np.where(cls[..., None], onehot, np.float32(0))
+  return np.where(masked_px[..., None], np.asarray(logits, np.float32), visible)
 
 
 def tent(h: int, w: int, floor: float = 0.1) -> np.ndarray:

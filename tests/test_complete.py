@@ -1,6 +1,7 @@
 """Label completion (`maskseg-complete`, `config.mode=complete`): which pixels are given, exact masking in static
-buckets, tiles at the training field of view with bilinear logits, non-learned fills, routing, file handling
-(palettes, staging, interrupted runs) and every bad input as a one-line error."""
+buckets, given labels as confident logits beside a hole, tiles at the training field of view with bilinear
+logits, non-learned fills, routing, file handling (palettes, staging, interrupted runs) and every bad input as a
+one-line error."""
 
 from __future__ import annotations
 
@@ -128,27 +129,72 @@ def test_missing_option_says_which_pixels_are_given(tmp_path, run_dir, missing):
 
 def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path, run_dir):
   c = spy(complete.load_completer(run_dir, log=lambda s: None), calls := [])
-  images, labels, given = write_pairs(tmp_path, n=1, size=(32, 40), box=(slice(9, 13), slice(10, 14)))
+  box = (slice(9, 13), slice(10, 14))
+  images, labels, given = write_pairs(tmp_path, n=1, size=(32, 40), box=box)
   [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
   [(force, k, mask)] = calls
-  # A 4x4 unknown box (1% of the label) hides 1-4 of 16 patches (and their bilinear neighbours), not half.
+  # The 32x40 file is one tile padded to the 40x40 field of view: the patches its 4x4 box maps to, no others.
+  px = np.zeros((40, 40), bool)
+  px[box] = True
+  np.testing.assert_array_equal(force, inf.patches_with(px, inf.model_patch_of_pixels((40, 40), (32, 32), 8), 16))
   assert 1 <= force.sum() <= 4 and (mask >= force).all()
   assert mask.sum() == inf.bucket(int(force.sum()), c.buckets) and k == 16 - mask.sum()
   assert r.masked_fraction == mask.sum() / 16 < 0.5 and r.changed_pixels == 16
 
 
-def test_support_patch_maps_cover_every_bilinear_tap():
+def stub_completer(model_class: int, calls: list) -> complete.Completer:
+  """A 32x32 / patch-8 "model" whose logits favour `model_class` by 1 everywhere; masks exactly the forced
+  patches (plus the first others up to the bucket) and records (force, fed label, mask)."""
+  def logits(image, label, force, k):
+    mask = np.asarray(force).copy()
+    extra = np.flatnonzero(~mask[0])[:16 - k - int(mask.sum())]
+    mask[0, extra] = True
+    calls.append((mask[0].copy(), np.asarray(label[0]), np.asarray(force[0])))
+    out = np.zeros((1, 32, 32, N), np.float32)
+    out[..., model_class] = 1.0
+    return out, mask
+  return complete.Completer(name="stub", ratio=0.5, train_ratio=0.5, num_classes=N, patch_size=8,
+                            image_size=(32, 32), background_classes=(0,), ignore_label=255, unknown_value=254,
+                            mean=(0,) * 3, std=(1,) * 3, window=(64, 64), logits=logits)
+
+
+def test_given_labels_beside_a_hole_are_not_masked_and_lead_its_rim():
+  """A 16x16 hole = model patch 5 of a 64x64 file (2 file pixels per model pixel) in a label of class 2; the
+  model says class 3. Only patch 5 is masked; its neighbours stay visible, and their given class, as confident
+  logits, wins the hole's one-pixel rim (its bilinear taps read 25-44% visible pixels), the model the inside.
+  Masking the interpolation's neighbour patches (and using the model's logits there) gave class 3 throughout."""
+  c = stub_completer(3, calls := [])
+  label = np.full((64, 64), 2, np.uint8)
+  label[16:32, 16:32] = 254
+  image = np.zeros((64, 64, 3), np.uint8)
+  out, fields = complete.complete_label([c], image, label, missing="unknown", scale="fit")
+  [(mask, fed, force)] = calls
+  assert np.flatnonzero(force).tolist() == [5] and np.flatnonzero(mask).tolist() == [5]
+  assert fields["masked_fraction"] == 1 / 16 and (fed[8:16, 8:16] == 255).all()
+  hole = out[16:32, 16:32]
+  rim = np.ones((16, 16), bool)
+  rim[1:-1, 1:-1] = False
+  assert (hole[rim] == 2).all() and (hole[~rim] == 3).all()
+  np.testing.assert_array_equal(out[label != 254], label[label != 254])
+
+
+def test_given_logits_one_hot_at_visible_class_pixels_model_at_masked_no_vote_at_void():
+  model = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+  label = np.array([[0, 3, 255], [1, 254, 2]])
+  masked = np.array([[False, False, False], [True, False, False]])
+  out = inf.given_logits(model, label, masked, 4)
+  a = np.float32(inf.given_logit(4))
+  np.testing.assert_allclose(np.exp(a) / (np.exp(a) + 3), inf.GIVEN_LEVEL, rtol=1e-6)  # softmax 99.9%
+  np.testing.assert_array_equal(out[0, 0], [a, 0, 0, 0])
+  np.testing.assert_array_equal(out[0, 1], [0, 0, 0, a])
+  np.testing.assert_array_equal(out[1, 2], [0, 0, a, 0])
+  np.testing.assert_array_equal(out[1, 0], model[1, 0])  # masked: the model's, even where a class is fed
+  assert not out[0, 2].any() and not out[1, 1].any()    # void / unknown: no vote
+
+
+def test_resize_bilinear_matches_jax_image_resize():
   rng = np.random.default_rng(0)
   for size, model in (((30, 44), (32, 32)), ((90, 100), (16, 24)), ((7, 9), (32, 32))):
-    maps = inf.support_patch_maps(size, model, 8)
-    missing = rng.random(size) < 0.02
-    force = np.zeros((model[0] // 8) * (model[1] // 8), bool)
-    for m in maps:
-      force |= inf.patches_with(missing, m, force.size)
-    # Logits that are 1 exactly on masked patches: the missing pixels' interpolated logit must be exactly 1.
-    patch_img = np.asarray(inf.patch_pixels(jnp.asarray(force[None]), 8, *model)[0], np.float32)
-    up = inf.resize_bilinear(patch_img[..., None], size)[..., 0]
-    np.testing.assert_allclose(up[missing], 1.0, atol=1e-6)
     x = rng.random(model + (3,)).astype(np.float32)
     np.testing.assert_allclose(inf.resize_bilinear(x, size if size[0] > model[0] else model),
                                np.asarray(jax.image.resize(x, (size if size[0] > model[0] else model) + (3,),
