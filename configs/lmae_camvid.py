@@ -24,11 +24,18 @@ from maskseg_jax.lmae_config import apply_lmae
 RECIPE_STEPS = 2400  # ~0.4 s/step on the 2-core CPU: fits the 20-minute budget with its evaluations
 
 
+def _ratio(part: str) -> float:
+  try:
+    return float(part)
+  except ValueError:
+    raise ValueError(f"config arg part {part!r}: expected cpu, recipe or a mask ratio such as 0.75") from None
+
+
 def get_config(arg: str | None = None):
   parts = (arg or "").split("_")
   recipe = "recipe" in parts
   cpu = "cpu" in parts or recipe
-  ratios = [float(p) for p in parts if p and p not in ("cpu", "recipe")]
+  ratios = [_ratio(p) for p in parts if p and p not in ("cpu", "recipe")]
   ratio = ratios[0] if ratios else 0.5
   c = base_config()
   c.data.name = "camvid"
