@@ -111,6 +111,16 @@ def variant_config(name: str, dataset: str, steps: int, *, tiny: bool = False, e
   return load_config(config_name, arg, {**o, **variant_overrides(name)})
 
 
+def last_eval_step(workdir: str) -> int | None:
+  """Step of the last evaluation in `workdir/metrics.jsonl` (None if there is none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    steps = [row["step"] for row in map(json.loads, f) if row.get("split") == "eval"]
+  return steps[-1] if steps else None
+
+
 def train_variant(config, workdir: str) -> dict:
   """Trains (or finishes, or reuses) one run; -> {"scalars", "seconds", "reused"}."""
   from maskseg_jax import train
@@ -124,6 +134,9 @@ def train_variant(config, workdir: str) -> dict:
   t = time.perf_counter()
   scalars = {k: float(v) for k, v in train.run(config, workdir).items()}
   seconds = time.perf_counter() - t
+  reached = last_eval_step(workdir)
+  if reached != int(config.train.steps):  # stopped early (SIGTERM, Ctrl-C): never cache a partial run
+    raise SystemExit(f"{workdir} stopped at step {reached} of {config.train.steps}; rerun to resume it")
   with open(path, "w") as f:
     json.dump({"config": key, "scalars": scalars, "seconds": seconds}, f, indent=1)
   return {"scalars": scalars, "seconds": seconds, "reused": False}
