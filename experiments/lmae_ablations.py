@@ -121,8 +121,9 @@ def last_eval_step(workdir: str) -> int | None:
   return steps[-1] if steps else None
 
 
-def train_variant(config, workdir: str) -> dict:
-  """Trains (or finishes, or reuses) one run; -> {"scalars", "seconds", "reused"}."""
+def train_variant(config, workdir: str, *, train_missing: bool = True) -> dict | None:
+  """Trains (or finishes, or reuses) one run; -> {"scalars", "seconds", "reused"} (None: not cached and
+  `train_missing` is False)."""
   from maskseg_jax import train
   path = os.path.join(workdir, RESULT_FILE)
   key = config.to_json_best_effort(sort_keys=True)
@@ -131,6 +132,8 @@ def train_variant(config, workdir: str) -> dict:
       saved = json.load(f)
     if saved.get("config") == key:
       return {"scalars": saved["scalars"], "seconds": saved["seconds"], "reused": True}
+  if not train_missing:
+    return None
   t = time.perf_counter()
   scalars = {k: float(v) for k, v in train.run(config, workdir).items()}
   seconds = time.perf_counter() - t
@@ -146,8 +149,12 @@ METRICS = (("val/pa_miou", "PA-mIoU BF"), ("val/miou", "mIoU BF"), ("val_random/
            ("val_random/miou", "mIoU random"))
 
 
-def setting_of(name: str) -> str:
-  return f"mask ratio {name[len('ratio_'):]}" if name.startswith("ratio_") else SETTINGS[name]
+def setting_of(name: str, config_arg: str = "cpu") -> str:
+  if name.startswith("ratio_"):
+    return f"mask ratio {name[len('ratio_'):]}"
+  if name == "baseline" and config_arg != "cpu":
+    return f"lmae_camvid.py:{config_arg}, ratio 0.5"
+  return SETTINGS[name]
 
 
 MARGINS = (("val/margin_pa_miou", "margin PA BF"), ("val_random/margin_pa_miou", "margin PA random"))
@@ -162,26 +169,29 @@ def cell(values) -> str:
 
 def fill_names(runs: dict) -> list[str]:
   """Non-learned fills the runs were scored against (`val/<fill>/pa_miou`)."""
-  first = next(iter(runs.values()))[0]["scalars"]
+  first = next(r for seeds in runs.values() for r in seeds)["scalars"]
   return sorted(k.split("/")[1] for k in first if k.startswith("val/") and k.endswith("/pa_miou")
                 and k.count("/") == 2)
 
 
-def table(groups: dict, runs: dict) -> str:
+def table(groups: dict, runs: dict, config_arg: str = "cpu") -> str:
   """`runs[name]` is the list of that variant's seeds; fills are shown once, below the variants."""
-  margins = [m for m in MARGINS if m[0] in next(iter(runs.values()))[0]["scalars"]]
+  first = next(r for seeds in runs.values() for r in seeds)["scalars"]
+  margins = [m for m in MARGINS if m[0] in first]
   head = ["group", "variant", "setting"] + [label for _, label in METRICS + tuple(margins)] + ["seeds", "train s"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for group, names in groups.items():
     for name in names:
       seeds = runs[name]
-      cells = [group, name, setting_of(name)]
+      cells = [group, name, setting_of(name, config_arg)]
+      if not seeds:
+        lines.append("| " + " | ".join(cells + ["not run"] * (len(head) - 3)) + " |")
+        continue
       for key, _ in METRICS + tuple(margins):
         vals = [r["scalars"][key] for r in seeds if key in r["scalars"]]
         cells.append(cell(vals) if vals else "-")
       cells += [str(len(seeds)), f"{sum(r['seconds'] for r in seeds) / len(seeds):.0f}"]
       lines.append("| " + " | ".join(cells) + " |")
-  first = next(iter(runs.values()))[0]["scalars"]
   for fill in fill_names(runs):
     cells = ["fill", fill, "non-learned, same masks"]
     for key, _ in METRICS:
@@ -210,6 +220,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--config_arg", default="cpu", help="camvid: the configs/lmae_camvid.py arg of the baseline")
   ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
   ap.add_argument("--skip", default="", help="comma-separated variants to leave out of the groups (budget)")
+  ap.add_argument("--table_only", action="store_true", help="train nothing: tabulate the finished runs")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="extra dotted config override for every variant (repeatable)")
   ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
@@ -233,8 +244,10 @@ def main(argv=None) -> dict:
           config = variant_config(name, args.dataset, args.steps, tiny=args.tiny, extra={**extra, "seed": seed},
                                   config_arg=args.config_arg)
           folder = name if seed == 0 else f"{name}_s{seed}"  # seed 0: the folder other scripts reuse
-          runs[name].append(train_variant(config, os.path.join(args.workdir, folder)))
-  markdown = table(groups, runs)
+          run = train_variant(config, os.path.join(args.workdir, folder), train_missing=not args.table_only)
+          if run is not None:
+            runs[name].append(run)
+  markdown = table(groups, runs, args.config_arg)
   command = " ".join(["python experiments/lmae_ablations.py"] + list(argv if argv is not None else sys.argv[1:]))
   report = {"command": command, "dataset": args.dataset, "steps": args.steps, "tiny": args.tiny, "groups": groups,
             "runs": runs, "seconds": time.perf_counter() - start, "markdown": markdown}
