@@ -71,7 +71,7 @@ CLI_CASES = {  # id -> (args given tmp_path, fragments of the error line)
     "get_config_raises": (lambda t: [f"--config={_config_file(t, 'raises', 'def get_config(arg=None):' + chr(10) + '  raise ValueError(arg)' + chr(10))}:xyz"],
                           ["raises.py:xyz", "get_config raised ValueError: xyz"]),
     "bad_config_arg": (lambda t: [f"--config={REPO}/configs/lmae_camvid.py:abc"],
-                       ["lmae_camvid.py:abc", "could not convert string to float: 'abc'"]),
+                       ["lmae_camvid.py:abc", "'abc': expected cpu, recipe or a mask ratio"]),
     "get_config_returns_none": (lambda t: [f"--config={_config_file(t, 'none', 'def get_config(arg=None):' + chr(10) + '  pass' + chr(10))}"],
                                 ["none.py", "get_config() returned NoneType", "ConfigDict"]),
     "no_config": (lambda t: [], ["--config is required", "e.g. --config=configs/"]),
@@ -359,6 +359,7 @@ def test_ctrl_c_saves_like_sigterm(tmp_path, capsys, presses):
   from maskseg_jax import sharding, train
   from maskseg_jax.methods import get_method
   workdir = str(tmp_path / "w")
+  before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN when pytest runs in the background
   config = make_config(**{"train.steps": 4, "train.checkpoint_every": 4})
   task = get_method("supervised").build(config, sharding.make_mesh(), workdir)
   task.train_iter = _SignalAt(task.train_iter, at=2, times=presses)
@@ -372,7 +373,7 @@ def test_ctrl_c_saves_like_sigterm(tmp_path, capsys, presses):
     with pytest.raises(KeyboardInterrupt):
       train.run(config, workdir, task=task)
     assert saved_steps(workdir) == []
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
+  assert signal.getsignal(signal.SIGINT) is before  # the handler was put back
 
 
 # ------------------------------------------------------------------------------ 16-bit images
