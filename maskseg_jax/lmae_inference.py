@@ -32,10 +32,7 @@ def geometry(model_config) -> tuple[int, int, int, int]:
   return p, h, w, (h // p) * (w // p)
 
 
-def patch_pixels(mask: jax.Array, p: int, h: int, w: int) -> jax.Array:
-  """bool[B,L] patch mask (row-major grid) -> bool[B,H,W] pixel mask."""
-  pix = jnp.broadcast_to(mask[..., None], mask.shape + (p * p,)).astype(jnp.uint8)
-  return P.unpatchify(pix, p, h, w)[..., 0] > 0
+patch_pixels = P.patch_pixels  # bool[B,L] patch mask -> bool[B,H,W] pixel mask (shared with the model)
 
 
 def strategy_choice(rng: jax.Array, batch: int, probs: Sequence[float]) -> jax.Array:

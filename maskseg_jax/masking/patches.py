@@ -40,6 +40,12 @@ def unpatchify(tokens: jax.Array, p: int, h: int, w: int) -> jax.Array:
   return x.reshape(b, h, w, c)
 
 
+def patch_pixels(mask: jax.Array, p: int, h: int, w: int) -> jax.Array:
+  """bool[B,L] patch mask (row-major grid) -> bool[B,H,W] pixel mask."""
+  pix = jnp.broadcast_to(mask[..., None], mask.shape + (p * p,)).astype(jnp.uint8)
+  return unpatchify(pix, p, h, w)[..., 0] > 0
+
+
 def num_visible(num_patches: int, mask_ratio: float) -> int:
   """Static number of visible patches `K = int(L * (1 - m))`.
 

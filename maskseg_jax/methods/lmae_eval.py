@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskseg_jax import fills
+from maskseg_jax.errors import ConfigError
 from maskseg_jax import lmae_inference as inf
 from maskseg_jax import metrics, sharding, visualize
 from maskseg_jax.masking import patches as P
@@ -86,7 +87,6 @@ class LMAEEvaluator:
     self.baselines = tuple(lmae_config.get("eval_baselines", ()))
     unknown = [b for b in self.baselines if b not in fills.FILLS]
     if unknown:
-      from maskseg_jax.errors import ConfigError
       raise ConfigError(f"lmae.eval_baselines has {unknown}; expected names from {sorted(fills.FILLS)}")
     self.ignore_label = int(data_config.ignore_label)
     self._batches = lambda: pipeline.eval_batches(source, data_config, process_index=jax.process_index(),

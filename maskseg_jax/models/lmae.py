@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 
 from maskseg_jax.errors import ConfigError
-from maskseg_jax.masking.patches import patchify, unpatchify
+from maskseg_jax.masking.patches import patch_pixels, patchify, unpatchify
 from maskseg_jax.models import lmae_extensions as ext
 
 # --- Stack Fuse ------------------------------------------------------------------------------------------
@@ -269,8 +269,8 @@ class LMAE(nnx.Module):
 
 def _masked_pixels(ids_masked: jax.Array, b: int, grid: tuple[int, int], p: int) -> jax.Array:
   """bool[B,H,W]: pixels of the masked patches."""
-  mask = jnp.zeros((b, grid[0] * grid[1]), jnp.float32).at[jnp.arange(b)[:, None], ids_masked].set(1.0)
-  return unpatchify(jnp.repeat(mask[..., None], p * p, axis=-1), p, grid[0] * p, grid[1] * p)[..., 0] > 0
+  mask = jnp.zeros((b, grid[0] * grid[1]), bool).at[jnp.arange(b)[:, None], ids_masked].set(True)
+  return patch_pixels(mask, p, grid[0] * p, grid[1] * p)
 
 
 # --- Sizes and builder -----------------------------------------------------------------------------------
