@@ -164,13 +164,24 @@ def test_step_updates_the_prior_and_class_thresholds(tmp_path_factory):
 
 
 def test_warmup_then_ramp_of_the_unlabeled_terms(tmp_path_factory):
-  """FixMatch: L = 0.5 (L_x + r L_s1), r = 0 for 2 warm-up steps, then (step - 1) / 4 up to 1."""
+  """FixMatch: 2 labeled-only warm-up steps (L = L_x, the unlabeled images not used at all), then
+  L = (1 - r / 2) L_x + r L_s1 / 2 with r = (step - 1) / 4 up to 1 (UniMatch's 0.5 (L_x + L_s1))."""
   task, step, mesh = _compiled(str(tmp_path_factory.getbasetemp() / "diag"))
   batch = next(task.train_iter)
-  for at, r in ((0, 0.0), (1, 0.0), (2, 0.25), (4, 0.75), (FULL, 1.0)):
+  noise = {**batch, "u_image": np.random.default_rng(1).normal(size=batch["u_image"].shape).astype(np.float32)}
+  for at in (0, 1):
+    state, m = _step(task, step, mesh, batch, at)
+    state2, m2 = _step(task, step, mesh, noise, at)
+    assert m["unlabeled_weight"] == 0 and m["loss_s1"] == 0 and m["loss"] == m["loss_x"] > 0
+    assert m2 == m  # the unlabeled images do not reach a warm-up step
+    for a, b in zip(jax.tree.leaves(state2), jax.tree.leaves(state)):
+      np.testing.assert_array_equal(a, b)
+  for at, r in ((2, 0.25), (4, 0.75), (FULL, 1.0)):
     _, m = _step(task, step, mesh, batch, at)
     assert m["unlabeled_weight"] == r
-    assert m["loss"] == pytest.approx(0.5 * (m["loss_x"] + r * m["loss_s1"]), rel=1e-6), at
+    assert m["loss"] == pytest.approx((1 - r / 2) * m["loss_x"] + r / 2 * m["loss_s1"], rel=1e-6), at
+    _, m2 = _step(task, step, mesh, noise, at)
+    assert m2["loss_s1"] != m["loss_s1"]  # past the warm-up, they do
   assert m["loss_s1"] > 0
 
 

@@ -57,8 +57,9 @@ DEFAULTS = dict(
     teacher_batch_stats=True,    # teacher passes normalize with batch statistics (update discarded), as the
                                  # weak branch does; False: eval mode on running statistics
     # Our extensions (not in the papers; the defaults keep the papers' behaviour)
-    warmup_steps=0,              # labeled-only steps before every unlabeled term switches on
-    rampup_steps=0,              # then a linear ramp of the unlabeled terms' weight from 0 to 1 over this many
+    warmup_steps=0,              # labeled-only steps (the supervised step, at its cost) before the unlabeled terms
+    rampup_steps=0,              # then a linear ramp of the unlabeled terms' weight from 0 to 1 over this many,
+                                 # the labeled weight going from w_x to scale * w_x
     ensemble_guard="none",       # MaskMatch collapse guard: none (plain mean of the scales) | confident (mean of
                                  # only the scales whose max prob passes the threshold at that pixel) | prior
                                  # (distribution alignment of the ensemble to the labeled class frequencies)

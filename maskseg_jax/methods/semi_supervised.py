@@ -375,16 +375,19 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
     out["unlabeled_weight"] = ramp
   weights = dict(loss_s1=terms.w_s1, loss_s2=terms.w_s2, loss_fp=terms.w_fp)
   unsup = sum(w * out[k] for k, w in weights.items() if k in out)
-  total = terms.scale * (terms.w_x * out["loss_x"] + ramp * unsup)
+  # The labeled weight moves with the ramp from the supervised baseline's w_x to UniMatch's scale * w_x.
+  labeled = terms.w_x * (terms.scale + (1.0 - terms.scale) * (1.0 - ramp))
+  total = labeled * out["loss_x"] + terms.scale * ramp * unsup
   extra_weights = dict(loss_rec=terms.l_rec, loss_agg=terms.l_agg, loss_sem=terms.l_sem, loss_mask=terms.l_mask)
   total = total + ramp * sum(w * out[k] for k, w in extra_weights.items() if k in out)
   return total, out, updates
 
 
 def unlabeled_weight(step, warmup: int, rampup: int):
-  """Weight of every unlabeled term at `step` (our extension): 0 for `warmup` labeled-only steps, then a linear
-  ramp over `rampup` steps to 1. A from-scratch model's first pseudo-labels are mostly wrong and, at tau 0.95,
-  only the largest classes pass; starting them later lets the supervised term make them worth learning from."""
+  """Weight r of every unlabeled term at `step` (our extension): 0 for `warmup` labeled-only steps, then a linear
+  ramp over `rampup` steps to 1, while the labeled weight goes from w_x (the supervised baseline's loss) to
+  scale * w_x. A from-scratch model's first pseudo-labels are mostly wrong and, at tau 0.95, only the largest
+  classes pass; starting them later lets the supervised term make them worth learning from."""
   step = jnp.asarray(step, jnp.float32)
   if rampup <= 0:
     return (step >= warmup).astype(jnp.float32)
@@ -392,8 +395,32 @@ def unlabeled_weight(step, warmup: int, rampup: int):
 
 
 def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
-  """Pure `(state, batch, rng) -> (state, metrics)`; metrics hold every active loss term every step."""
+  """Pure `(state, batch, rng) -> (state, metrics)`; metrics hold every active loss term every step.
 
+  With `warmup_steps`, a `lax.cond` runs the warm-up steps as labeled-only steps (the supervised baseline's
+  step: the unlabeled images are not even forwarded, so a warm-up step costs what a supervised one does, and BN
+  sees labeled images only); their unlabeled metrics read 0."""
+  full = _make_full_step(mdef, tx, lr_fn, terms)
+  if not (terms.unlabeled and terms.warmup_steps > 0):
+    return full
+  off = dict(w_s1=0.0, w_s2=0.0, w_fp=0.0, l_rec=0.0, l_agg=0.0, l_sem=0.0, l_mask=0.0, scale=1.0,
+             diagnostics=False)
+  labeled_only = _make_full_step(mdef, tx, lr_fn, dataclasses.replace(terms, **off))
+
+  def train_step(state, batch, rng):
+    _, metric_shapes = jax.eval_shape(full, state, batch, rng)
+
+    def warm(state, batch, rng):
+      new_state, metrics = labeled_only(state, batch, rng)
+      return new_state, {k: metrics[k] if k in metrics else jnp.zeros(s.shape, s.dtype)
+                         for k, s in metric_shapes.items()}
+
+    return jax.lax.cond(state["step"] < terms.warmup_steps, warm, full, state, batch, rng)
+
+  return train_step
+
+
+def _make_full_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   def train_step(state, batch, rng):
     k = jax.random.split(rng, 6)
     keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
