@@ -83,9 +83,11 @@ def _guard_nonfinite(step_fn, mode: str):
   return guarded
 
 
-def compile_step(task, mesh, on_nonfinite: str = "stop"):
+def compile_step(task, mesh, on_nonfinite: str = "stop", *, warmup: bool = False):
+  """The jitted train step (`warmup`: the task's warm-up step instead)."""
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(_guard_nonfinite(task.train_step, on_nonfinite), in_shardings=(repl, data, repl),
+  fn = task.warmup_step if warmup else task.train_step
+  return jax.jit(_guard_nonfinite(fn, on_nonfinite), in_shardings=(repl, data, repl),
                  out_shardings=(repl, repl), donate_argnums=0)
 
 
@@ -165,6 +167,8 @@ def _modes(task, workdir: str, writer: MetricWriter) -> dict:
 def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
   tc = config.train
   step_fn = compile_step(task, mesh, tc.on_nonfinite)
+  # A task's cheaper warm-up step runs while step < warmup_steps (switched here, on the host: one program each).
+  warm_fn = compile_step(task, mesh, tc.on_nonfinite, warmup=True) if task.warmup_step else None
   base_key = jax.random.PRNGKey(config.seed)
   step = int(jax.device_get(state["step"]))
   history, last_eval, evals_done, first = [], {}, 0, True
@@ -178,8 +182,10 @@ def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
       rng = jax.random.fold_in(base_key, step)
       if first and jax.process_count() > 1:  # compile everywhere, then meet: gloo (CPU) waits only 30 s
         step_fn = step_fn.lower(state, batch, rng).compile()
+        warm_fn = warm_fn and warm_fn.lower(state, batch, rng).compile()
         checkpointing.wait_for_all_processes("maskseg_step_compiled")
-      state, metrics = step_fn(state, batch, rng)
+      fn = warm_fn if warm_fn is not None and step < task.warmup_steps else step_fn
+      state, metrics = fn(state, batch, rng)
       if first:
         jax.block_until_ready(metrics)
         writer.log(f"compiled and ran the first step in {time.perf_counter() - start:.1f}s")

@@ -167,15 +167,18 @@ def test_warmup_then_ramp_of_the_unlabeled_terms(tmp_path_factory):
   """FixMatch: 2 labeled-only warm-up steps (L = L_x, the unlabeled images not used at all), then
   L = (1 - r / 2) L_x + r L_s1 / 2 with r = (step - 1) / 4 up to 1 (UniMatch's 0.5 (L_x + L_s1))."""
   task, step, mesh = _compiled(str(tmp_path_factory.getbasetemp() / "diag"))
+  assert task.warmup_steps == 2
+  warm = train.compile_step(task, mesh, warmup=True)
   batch = next(task.train_iter)
   noise = {**batch, "u_image": np.random.default_rng(1).normal(size=batch["u_image"].shape).astype(np.float32)}
   for at in (0, 1):
-    state, m = _step(task, step, mesh, batch, at)
-    state2, m2 = _step(task, step, mesh, noise, at)
+    state, m = _step(task, warm, mesh, batch, at)
+    state2, m2 = _step(task, warm, mesh, noise, at)
     assert m["unlabeled_weight"] == 0 and m["loss_s1"] == 0 and m["loss"] == m["loss_x"] > 0
     assert m2 == m  # the unlabeled images do not reach a warm-up step
     for a, b in zip(jax.tree.leaves(state2), jax.tree.leaves(state)):
       np.testing.assert_array_equal(a, b)
+    assert set(m) == set(_step(task, step, mesh, batch, at)[1])  # the full step's keys, so logs line up
   for at, r in ((2, 0.25), (4, 0.75), (FULL, 1.0)):
     _, m = _step(task, step, mesh, batch, at)
     assert m["unlabeled_weight"] == r

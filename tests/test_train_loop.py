@@ -79,3 +79,24 @@ def test_unknown_mode_is_a_clear_error(tmp_path):
   from maskseg_jax.errors import ConfigError
   with pytest.raises(ConfigError, match="config.mode='dance'"):
     train.run(tiny_config(mode="dance"), str(tmp_path / "w"))
+
+
+def test_warmup_step_runs_before_warmup_steps_also_after_a_resume(tmp_path):
+  """The loop runs a task's `warmup_step` while the state's step < `warmup_steps` (semi: labeled-only steps)."""
+  config = tiny_config(**{"train.log_every": 1, "train.eval_every": 0})
+  workdir = str(tmp_path / "w")
+
+  def task_with_warmup(cfg):
+    task = get_method("supervised").build(cfg, sharding.make_mesh(), workdir)
+
+    def marked(state, batch, rng):  # the real step, its logged loss replaced by a marker
+      new_state, metrics = task.train_step(state, batch, rng)
+      return new_state, {**metrics, "loss": metrics["loss"] * 0 + 123.0}
+    task.warmup_step, task.warmup_steps = marked, 3
+    return task
+
+  train.run(tiny_config(**{"train.log_every": 1, "train.eval_every": 0, "train.stop_at": 2}), workdir,
+            task=task_with_warmup(config))
+  train.run(config, workdir, task=task_with_warmup(config))
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl")) if '"train"' in l]
+  assert [(r["step"], r["loss"] == 123.0) for r in rows] == [(1, True), (2, True), (3, True), (4, False)]

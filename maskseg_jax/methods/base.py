@@ -31,6 +31,8 @@ class Task:
   images_per_step: int = 0                      # global images consumed by one step (for images/s)
   predict: Callable | None = None               # mode=predict: (state) -> None (writes outputs)
   extra_modes: dict[str, Callable] = dataclasses.field(default_factory=dict)  # mode name -> fn(state)
+  warmup_step: Callable | None = None           # optional step run instead of train_step while the state's
+  warmup_steps: int = 0                         # step < warmup_steps (same state structure and metric keys)
 
 
 @dataclasses.dataclass(frozen=True)
