@@ -34,13 +34,16 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs
 def load_config(arg: str):
   return config_base.load_config(CONFIG, arg)
 
-def variant_config(variant: str, args, workdir: str):
-  c = load_config(f"cpu_{variant}")
+def variant_config(variant: str, args, workdir: str, init: str = ""):
+  c = load_config(f"{args.size}_{variant}")
   c.unlock()
-  c.train.steps = args.steps
-  c.train.eval_every = args.eval_every or args.steps  # default: one eval, at the end
-  c.train.checkpoint_every = args.steps
-  c.train.log_every = max(1, min(25, args.steps))
+  if init:  # a pretraining run's encoder (selective / random masking): only the backbone is loaded
+    c.model.init_from = f"encoder:{init}"
+  c.train.steps = args.steps or c.train.steps  # default: the config's
+  steps = c.train.steps
+  c.train.eval_every = args.eval_every or steps  # default: one eval, at the end
+  c.train.checkpoint_every = steps
+  c.train.log_every = max(1, min(25, steps))
   c.semi.split_dir = os.path.join(workdir, "splits")  # shared by every variant: identical labeled images
   if args.crop:
     c.data.crop_size = tuple(int(s) for s in args.crop.split(","))
@@ -100,8 +103,8 @@ def last_train_metrics(workdir: str) -> dict:
 
 
 def markdown(results: list[dict], args) -> str:
-  lines = [f"CamVid val mIoU, 1/8 labeled ({results[0]['labeled']} images), {args.steps} steps "
-           f"(`configs/semi_camvid.py:cpu_*`)", "",
+  lines = [f"CamVid val mIoU, 1/8 labeled ({results[0]['labeled']} images), {results[0]['steps']} steps "
+           f"(`configs/semi_camvid.py:{args.size}_*`)", "",
            "| method | val mIoU | pixel acc | conf. pixels (last log) | unlabeled: passing tau | PL acc | "
            "PL acc (passing) | PL/truth class TV | train s |", "|---|---|---|---|---|---|---|---|---|"]
   fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -109,7 +112,8 @@ def markdown(results: list[dict], args) -> str:
     d = r.get("diagnostics", {})
     stopped = "" if r.get("trained_steps", r["steps"]) >= r["steps"] else f" (stopped at {r['trained_steps']})"
     seed = "" if len(set(x.get("seed") for x in results)) < 2 else f" seed {r.get('seed')}"
-    lines.append(f"| {r['method']}{seed}{stopped} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {fmt(r['conf_frac'])} | "
+    init = "" if r.get("init", "none") == "none" else f" (init: {r['init']})"
+    lines.append(f"| {r['method']}{init}{seed}{stopped} | {r['miou']:.4f} | {r['pixel_acc']:.4f} | {fmt(r['conf_frac'])} | "
                  f"{fmt(d.get('conf_frac'))} | {fmt(d.get('pl_acc'))} | {fmt(d.get('pl_acc_conf'))} | "
                  f"{fmt(d.get('pl_tv'))} | {r['seconds']:.0f} |")
   return "\n".join(lines)
@@ -118,7 +122,7 @@ def markdown(results: list[dict], args) -> str:
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", default="/tmp/semi_camvid")
-  ap.add_argument("--steps", type=int, default=240)
+  ap.add_argument("--steps", type=int, default=0, help="0: the config's (cpu_: 240)")
   ap.add_argument("--variants", default=",".join(VARIANTS))
   ap.add_argument("--crop", default="", help="h,w of training crops (default: the config's 72,96)")
   ap.add_argument("--image_scale", type=float, default=0.0, help="override data.image_scale (smoke tests)")
@@ -128,14 +132,22 @@ def main() -> None:
                   "(default: the config's)")
   ap.add_argument("--eval_every", type=int, default=0, help="eval (and diagnostics) every N steps (0: at the end)")
   ap.add_argument("--set", action="append", default=[], help="key=value config override for every variant")
+  ap.add_argument("--size", default="cpu", choices=("cpu", "recipe"),
+                  help="config arg prefix: cpu_<variant> (240 steps, the papers' settings) or recipe_<variant> "
+                       "(this project's CamVid regime: warm-up, class-wise thresholds, longer schedule)")
+  ap.add_argument("--init", action="append", default=[],
+                  help="NAME=RUN: also train every variant from the encoder of pretraining run RUN (repeat for "
+                       "several); runs go to <workdir>/<NAME>/..., the from-scratch ones to <workdir>/none/...")
   ap.add_argument("--seeds", default="", help="comma list of seeds (model init and data order; the labeled split "
                   "stays semi.split_seed's): runs go to <workdir>/<variant>/seed<k> and a mean/spread table follows")
   args = ap.parse_args()
   seeds = [int(x) for x in args.seeds.split(",") if x] or [None]
+  inits = parse_inits(args.init)
   results = []
-  for variant, seed in [(v, k) for v in args.variants.split(",") for k in seeds]:
-    workdir = os.path.join(args.workdir, variant, "" if seed is None else f"seed{seed}").rstrip(os.sep)
-    config = variant_config(variant, args, args.workdir)
+  for init, variant, seed in [(i, v, k) for i in inits for v in args.variants.split(",") for k in seeds]:
+    workdir = os.path.join(args.workdir, init if args.init else "", variant,
+                           "" if seed is None else f"seed{seed}").rstrip(os.sep)
+    config = variant_config(variant, args, args.workdir, inits[init])
     if seed is not None:
       config.unlock()
       config.seed = seed
@@ -147,25 +159,45 @@ def main() -> None:
     with open(labeled_file) as f:
       labeled = sum(1 for line in f if line.strip())
     last = last_train_metrics(workdir)
-    results.append(dict(variant=variant, method=LABELS[variant], miou=scalars["val/miou"],
+    results.append(dict(variant=variant, init=init, method=LABELS[variant], miou=scalars["val/miou"],
                         pixel_acc=scalars["val/pixel_acc"], conf_frac=last.get("conf_frac"),
-                        final_loss=last.get("loss"), steps=args.steps, labeled=labeled, seconds=round(seconds, 1),
+                        final_loss=last.get("loss"), steps=config.train.steps, labeled=labeled, seconds=round(seconds, 1),
                         workdir=workdir, diagnostics=last_eval_diagnostics(workdir), seed=config.seed,
                         trained_steps=int(last.get("step", 0))))
   print(json.dumps(dict(experiment="semi_camvid", results=results), indent=1))
   print(markdown(results, args))
-  if len(seeds) > 1:
+  if len(seeds) > 1 or args.init:
     print()
     print(seed_summary(results))
 
 
+def parse_inits(specs: list[str]) -> dict[str, str]:
+  """['selective=RUN', ...] -> {'none': '', 'selective': RUN, ...} (from scratch first)."""
+  inits = {"none": ""}
+  for spec in specs:
+    name, sep, run = spec.partition("=")
+    if not sep or not name or not run or name == "none":
+      raise SystemExit(f"error: --init={spec!r}; expected NAME=RUN_FOLDER with NAME other than 'none'")
+    if not os.path.isdir(run):
+      raise SystemExit(f"error: --init={spec!r}: {run} is not a folder (a selective/random pretraining run)")
+    inits[name] = run
+  return inits
+
+
 def seed_summary(results: list[dict]) -> str:
-  """Mean and spread (max - min) of val mIoU over the seeds of each variant."""
-  lines = ["| method | seeds | val mIoU mean | spread (max - min) |", "|---|---|---|---|"]
-  for variant in dict.fromkeys(r["variant"] for r in results):
-    mious = [r["miou"] for r in results if r["variant"] == variant]
-    lines.append(f"| {LABELS[variant]} | {len(mious)} | {sum(mious) / len(mious):.4f} | "
-                 f"{max(mious) - min(mious):.4f} |")
+  """Mean and spread (max - min) of val mIoU over the seeds of each (init, variant), with the margin of each
+  row's mean over the supervised-only row of the same init (what the unlabeled images bought)."""
+  lines = ["| init | method | seeds | val mIoU mean | spread (max - min) | vs supervised only | mIoU per seed |",
+           "|---|---|---|---|---|---|---|"]
+  groups = {}
+  for r in results:
+    groups.setdefault((r.get("init", "none"), r["variant"]), []).append(r["miou"])
+  for (init, variant), mious in groups.items():
+    mean = sum(mious) / len(mious)
+    sup = groups.get((init, "supervised"))
+    margin = "-" if sup is None or variant == "supervised" else f"{100 * (mean - sum(sup) / len(sup)):+.1f}"
+    lines.append(f"| {init} | {LABELS[variant]} | {len(mious)} | {mean:.4f} | {max(mious) - min(mious):.4f} | "
+                 f"{margin} | {' / '.join(f'{m:.3f}' for m in mious)} |")
   return "\n".join(lines)
 
 

@@ -58,3 +58,49 @@ def test_benchmark_semi_smoke():
   assert rows[0]["images_per_step"] == 8 and rows[1]["images_per_step"] == 16
   assert all(r["images_per_s"] > 0 and r["step_gflop"] > 0 for r in rows)
   assert rows[1]["gflop_vs_first"] > 1.0  # FixMatch adds the weak and strong passes: more work per step
+
+
+def _semi_camvid_module():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("semi_camvid", os.path.join(REPO, "experiments", "semi_camvid.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_semi_camvid_inits_and_seed_summary(tmp_path):
+  exp = _semi_camvid_module()
+  assert exp.parse_inits([f"selective={tmp_path}"]) == {"none": "", "selective": str(tmp_path)}
+  for bad, words in (("selective", "expected NAME=RUN"), ("none=" + str(tmp_path), "other than 'none'"),
+                     (f"sel={tmp_path}/missing", "is not a folder")):
+    try:
+      exp.parse_inits([bad])
+    except SystemExit as e:
+      assert words in str(e) and str(e).startswith("error: --init=")
+    else:
+      raise AssertionError(bad)
+  rows = [dict(init=i, variant=v, miou=m) for i, v, m in (("none", "supervised", 0.40), ("none", "supervised", 0.42),
+                                                          ("none", "unimatch", 0.45), ("none", "unimatch", 0.47),
+                                                          ("selective", "supervised", 0.43))]
+  table = exp.seed_summary(rows).splitlines()
+  assert table[2].startswith("| none | supervised only | 2 | 0.4100 | 0.0200 | - |")
+  assert table[3].startswith("| none | UniMatch | 2 | 0.4600 | 0.0200 | +5.0 | 0.450 / 0.470 |")
+  assert table[4].startswith("| selective | supervised only | 1 | 0.4300 |")
+
+
+def test_semi_camvid_recipe_config_args():
+  from maskseg_jax import config_base
+  from maskseg_jax.errors import ConfigError
+  path = os.path.join(REPO, "configs", "semi_camvid.py")
+  sup, uni, mm = (config_base.load_config(path, f"recipe_{v}") for v in ("supervised", "unimatch", "maskmatch"))
+  cpu = config_base.load_config(path, "cpu_unimatch")
+  assert sup.train.steps == uni.train.steps == 3600 and uni.semi.warmup_steps == 2400
+  assert (uni.data.crop_size, uni.model.width) == (cpu.data.crop_size, cpu.model.width)  # only the schedule moves
+  assert (cpu.semi.warmup_steps, cpu.semi.ensemble_guard) == (0, "none")  # cpu_ keeps the papers' settings
+  assert mm.semi.ensemble_guard == "confident" and uni.semi.ensemble_guard == "none"
+  try:
+    config_base.load_config(path, "huge_unimatch")
+  except ConfigError as e:
+    assert "expected [cpu_|recipe_]<variant>" in str(e)
+  else:
+    raise AssertionError("a bad size prefix was accepted")
