@@ -85,7 +85,7 @@ def scores(conf: np.ndarray, class_names) -> dict:
 
 def add_margins(rows: dict, fills: list[str], models: list[str]) -> dict:
   """Per model row: margin over the best fill (mIoU and pixel accuracy, each against its best); with several
-  model rows also their mean as 'model_mean'."""
+  runs of one kind also their mean as 'model_mean' / 'hybrid_mean'."""
   if not fills:
     return rows
   best_miou = max(fills, key=lambda m: rows[m]["miou"])
@@ -94,10 +94,13 @@ def add_margins(rows: dict, fills: list[str], models: list[str]) -> dict:
     rows[m]["best_fill"] = best_miou
     rows[m]["margin_miou"] = rows[m]["miou"] - rows[best_miou]["miou"]
     rows[m]["margin_pixel_acc"] = rows[m]["pixel_acc"] - rows[best_acc]["pixel_acc"]
-  if len(models) > 1:
-    rows["model_mean"] = {k: float(np.mean([rows[m][k] for m in models]))
-                          for k in ("miou", "pixel_acc", "margin_miou", "margin_pixel_acc")}
-    rows["model_mean"]["half_range_miou"] = float(np.ptp([rows[m]["miou"] for m in models]) / 2)
+  kind_of = lambda m: m.partition(":")[0] if ":" in m else "model"  # noqa: E731  (model:RUN, hybrid:RUN rows)
+  for kind in dict.fromkeys(map(kind_of, models)):
+    runs = [m for m in models if kind_of(m) == kind]
+    if len(runs) > 1:
+      rows[f"{kind}_mean"] = {k: float(np.mean([rows[m][k] for m in runs]))
+                              for k in ("miou", "pixel_acc", "margin_miou", "margin_pixel_acc")}
+      rows[f"{kind}_mean"]["half_range_miou"] = float(np.ptp([rows[m]["miou"] for m in runs]) / 2)
   return rows
 
 
@@ -114,15 +117,16 @@ def build_methods(args, num_classes: int) -> dict:
   if unknown:
     raise SystemExit(f"--methods {unknown} unknown; expected some of {complete.METHODS}")
   out = {}
-  if "model" in wanted:
-    for spec in args.model:
-      completers = complete.resolve_models(spec.split(","), args.checkpoint, print)
-      if completers[0].num_classes != num_classes:
-        raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
-                         f"{num_classes}")
-      name = model_name(spec)
+  model_methods = [m for m in complete.MODEL_METHODS if m in wanted]
+  for spec in args.model if model_methods else ():
+    completers = complete.resolve_models(spec.split(","), args.checkpoint, print)
+    if completers[0].num_classes != num_classes:
+      raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
+                       f"{num_classes}")
+    for method in model_methods:  # model:RUN, hybrid:RUN
+      name = model_name(spec).replace("model", method, 1)
       name = name if name not in out else f"{name}#{len(out) + 1}"  # two runs in folders of one name
-      out[name] = complete.pair_completer("model", completers, missing="unknown", scale=args.scale)
+      out[name] = complete.pair_completer(method, completers, missing="unknown", scale=args.scale)
   for m in wanted:
     if m in fills.FILLS:
       out[m] = complete.pair_completer(m, missing="unknown")
@@ -188,7 +192,7 @@ def tables(result: dict, class_names) -> str:
       cells = [k, f"{100 * r['hole_fraction']:.1f}", m, _pct(s["miou"]), _pct(s["pixel_acc"]),
                _signed(s.get("margin_miou")), _signed(s.get("margin_pixel_acc")), _pct(s.get("masked_fraction")),
                f"{s['s_per_image']:.2f}" if "s_per_image" in s else "-"]
-      if m == "model_mean":
+      if m.endswith("_mean"):
         cells[3] += f" ± {100 * s['half_range_miou']:.1f}"
       lines.append("| " + " | ".join(cells) + " |")
   lines += ["", "Per-class IoU over the holes (%; - = class absent from truth and prediction):", ""]

@@ -1,7 +1,7 @@
 """Label completion: a folder of images + incomplete labels -> completed labels, by L-MAE or a non-learned fill.
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
-      [--method=model|nearest|geodesic] [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
+      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
 
 Which pixels are given (`--missing`; the unknown marker is `--unknown_value`, default the run's
 `lmae.unknown_value` = 254; void is `data.ignore_label` = 255):
@@ -32,6 +32,9 @@ Several models: each file goes to the model with the smallest ratio >= the fract
 (`paper`: >= its background proportion), the largest otherwise; one warning line lists the files that needed
 more masking than the chosen model was trained at. `RATIO=RUN` routes a run as RATIO (warned if it was trained
 at another ratio); two models at one ratio are refused.
+`--method=hybrid` (this project's extension; needs --model): missing pixels within `--hybrid_radius` file pixels
+(default half a model patch) of a given class pixel take the geodesic fill, the others the model's completion:
+the fill wins on scattered holes and thin gaps, the model on large holes and whole missing objects.
 `--method=nearest|geodesic` (`maskseg_jax.fills`, no model): the unknown pixels take the label of the nearest
 (Euclidean / colour-geodesic) given class pixel, so a user can compare fills and the model on their own folder.
 
@@ -487,8 +490,45 @@ def fill_label(method: str, image: np.ndarray, label: np.ndarray, *, name: str =
                    changed_pixels=int((out != label).sum()), ratio=None, masked_fraction=None, tiles=0)
 
 
+HYBRID_FILL = "geodesic"  # the fill the hybrid uses near given pixels (the better fill on CamVid's real holes)
+
+
+def hybrid_radius(c: Completer, hw: tuple[int, int], scale: str) -> float:
+  """The hybrid's default radius: half a model patch, in file pixels at the tiles' scale."""
+  window = SCALES[scale](c, hw)
+  return 0.5 * c.patch_size * max(window[0] / c.image_size[0], window[1] / c.image_size[1])
+
+
+def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
+                 unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
+                 radius: float = 0.0):
+  """This project's extension (`--method=hybrid`): a missing pixel within `radius` file pixels of a given class
+  pixel takes the geodesic fill (copying the label next to it is what a fill does best: scattered holes, thin
+  boundary gaps), every other missing pixel the model's completion (deep inside large holes, whole missing
+  objects, which a fill cannot invent). radius 0: half a model patch at the tiles' scale (`hybrid_radius`)."""
+  mode = MISSING[missing]
+  if not mode.exact:
+    raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=hybrid needs "
+                      "--missing=unknown or unknown_and_void")
+  out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
+                               scale=scale)
+  codes = completers[0].codes(unknown_value)
+  filled, _ = fill_label(HYBRID_FILL, image, label, name=name, codes=codes, missing=missing)
+  fillable = mode.fillable(label, codes)
+  known = codes.classes(label) & ~fillable
+  r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
+  near = fillable & fills.near_known(known, r)
+  out = np.where(near, filled, out).astype(label.dtype)
+  _check_given(out, label, fillable, name)
+  return out, dict(fields, method="hybrid", changed_pixels=int((out != label).sum()),
+                   fill_fraction=float(near.sum() / max(int(fillable.sum()), 1)), radius=r)
+
+
+MODEL_METHODS = ("model", "hybrid")  # the methods that need a trained L-MAE
+
+
 def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing: str = DEFAULT_MISSING,
-                   scale: str = "train", unknown_value: int | None = None) -> Callable:
+                   scale: str = "train", unknown_value: int | None = None, radius: float = 0.0) -> Callable:
   """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
   pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
 
@@ -496,10 +536,15 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
   """
   if method not in METHODS:
     raise ConfigError(f"--method={method!r} is unknown; expected one of {', '.join(METHODS)}")
-  if method == "model":
+  if method in MODEL_METHODS:
     if not completers:
-      raise ConfigError("--method=model needs a trained L-MAE: pass --model=RUN")
+      raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN")
     check_codes(completers[0].codes(unknown_value))
+    if method == "hybrid":
+      if radius < 0:
+        raise ConfigError(f"--hybrid_radius={radius}; expected pixels >= 0 (0: half a model patch)")
+      return functools.partial(hybrid_label, list(completers), unknown_value=unknown_value, missing=missing,
+                               scale=scale, radius=radius)
     return functools.partial(complete_label, list(completers), unknown_value=unknown_value, missing=missing,
                              scale=scale)
   codes = Codes(None, unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
@@ -560,7 +605,7 @@ class FileReport:
   name: str
   out_path: str
   changed_pixels: int
-  method: str                    # model | nearest | geodesic
+  method: str                    # model | hybrid | nearest | geodesic
   ratio: float | None            # routed ratio of the model used (None: a fill)
   masked_fraction: float | None  # largest fraction of patches masked in one tile (None: a fill)
   background_proportion: float   # pixels that are no foreground class (void, unknown, background classes)
@@ -637,17 +682,17 @@ def terminate_as_interrupt():
 
 
 def _describe(r: FileReport) -> str:
-  if r.method != "model":
+  if r.method not in MODEL_METHODS:
     how = r.method
   elif r.tiles == 0:
     how = "nothing to fill"
   else:
-    how = (f"model ratio {r.ratio:g}, {r.masked_fraction:.0%} of patches masked, {r.tiles} "
+    how = (f"{r.method} ratio {r.ratio:g}, {r.masked_fraction:.0%} of patches masked, {r.tiles} "
            f"tile{'s' if r.tiles != 1 else ''}")
   return f"{r.name}: {r.changed_pixels} pixels changed ({how})"
 
 
-METHODS = ("model", *fills.FILLS)
+METHODS = (*MODEL_METHODS, *fills.FILLS)
 
 
 def resolve_models(models: Sequence, checkpoint: str, log: Callable[[str], None]) -> list[Completer]:
@@ -661,7 +706,7 @@ def resolve_models(models: Sequence, checkpoint: str, log: Callable[[str], None]
 
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
                     method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
-                    checkpoint: str = "latest", unknown_value: int | None = None,
+                    checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
                     log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
@@ -672,8 +717,8 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
                                ("scale", scale, tuple(SCALES))):
     if value not in allowed:
       raise ConfigError(f"--{what}={value!r} is unknown; expected one of {', '.join(allowed)}")
-  if method == "model" and not models:
-    raise ConfigError("--method=model needs a trained L-MAE: pass --model=RUN (or --method=nearest|geodesic, "
+  if method in MODEL_METHODS and not models:
+    raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN (or --method=nearest|geodesic, "
                       "which need no model)")
   if method != "model" and not MISSING[missing].exact:
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method={method} needs "
@@ -685,12 +730,12 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
     if os.path.exists(path):
       raise DataError(f"output file {path} already exists; refusing to overwrite it (choose a new output "
                       "folder)")
-  if method == "model":
+  if method in MODEL_METHODS:
     completers = resolve_models(models, checkpoint, log)
   elif models:
     log(f"note: --method={method} uses no model; ignoring --model")
-  run = pair_completer(method, completers if method == "model" else (), missing=missing, scale=scale,
-                       unknown_value=unknown_value)
+  run = pair_completer(method, completers if method in MODEL_METHODS else (), missing=missing, scale=scale,
+                       unknown_value=unknown_value, radius=radius)
   remove_stale_partials(out_dir, log)
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
@@ -765,7 +810,11 @@ def run_main(argv: Sequence[str] | None = None) -> None:
                   help="trained L-MAE workdir, optionally RATIO=WORKDIR (default ratio: its lmae.mask_ratio); "
                        "repeat for several ratios (one model per ratio); needed by --method=model")
   ap.add_argument("--method", default="model", choices=METHODS,
-                  help="model (L-MAE, default) or a non-learned fill (no model needed)")
+                  help="model (L-MAE, default), hybrid (geodesic fill near given pixels, the model elsewhere; "
+                       "this project's extension) or a non-learned fill (no model needed)")
+  ap.add_argument("--hybrid_radius", type=float, default=0.0,
+                  help="hybrid: missing pixels within this many file pixels of a given class pixel take the fill "
+                       "(default 0: half a model patch at the tile scale)")
   ap.add_argument("--missing", default=DEFAULT_MISSING, choices=tuple(MISSING),
                   help="pixels to fill: unknown_and_void (default), unknown (void is given), paper (also "
                        "background classes, Background-First at the model's ratio)")
@@ -778,7 +827,7 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   try:
     reports = complete_folder(args.images, args.labels, args.out, args.model, method=args.method,
                               missing=args.missing, scale=args.scale, checkpoint=args.checkpoint,
-                              unknown_value=args.unknown_value)
+                              unknown_value=args.unknown_value, radius=args.hybrid_radius)
   except MasksegError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

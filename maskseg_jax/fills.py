@@ -10,7 +10,8 @@ competitor: it sees exactly what the model sees. An image with no known pixel is
             length plus `COLOUR_COST` times the RGB distance it crosses: holes are filled along image regions,
             so a boundary in the image stops a label from leaking across it (colour-aware nearest neighbour)
 
-Registry `FILLS`; `fill_batch` runs one over a batch (host-side numpy/scipy, outside the jitted step).
+Registry `FILLS`; `fill_batch` runs one over a batch (host-side numpy/scipy, outside the jitted step);
+`near_known` marks the pixels a fill reaches within a radius (the completion's `hybrid` method uses it).
 """
 
 from __future__ import annotations
@@ -91,3 +92,11 @@ def fill_batch(name: str, labels: np.ndarray, known: np.ndarray, images: np.ndar
   """`FILLS[name]` over int[B,H,W] labels, bool[B,H,W] known pixels and uint8[B,H,W,3] images."""
   fill = FILLS[name]
   return np.stack([fill(labels[i], known[i], images[i]) for i in range(labels.shape[0])])
+
+
+def near_known(known: np.ndarray, radius: float) -> np.ndarray:
+  """bool[H,W]: pixels within `radius` pixels (Euclidean) of a known pixel (known pixels included)."""
+  known = np.asarray(known, bool)
+  if not known.any():
+    return known.copy()
+  return ndimage.distance_transform_edt(~known) <= radius

@@ -268,6 +268,38 @@ def test_fill_methods_need_no_model(tmp_path, method, capsys):
     assert set(np.unique(out[missing])) <= set(np.unique(label[~missing]))  # copied from given classes
 
 
+def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_path, run_dir):
+  """--method=hybrid: missing pixels within the radius of a given class pixel = the geodesic fill's, the rest =
+  the model's completion, given pixels kept; the default radius is half a model patch at the tile scale."""
+  images, labels, given = write_pairs(tmp_path, n=1, box=(slice(2, 28), slice(3, 40)))
+  image = read(os.path.join(images, "im0.jpg"))
+  label = given["im0"]
+  completers = complete.resolve_models([run_dir], "latest", print)
+  c = completers[0]
+  assert complete.hybrid_radius(c, label.shape, "train") == pytest.approx(0.5 * 8 * 40 / 32)  # 40 px window
+  model, _ = complete.pair_completer("model", completers)(image, label, name="im0")
+  fill, _ = complete.pair_completer("geodesic")(image, label, name="im0")
+  missing = (label == 254) | (label == 255)
+  for radius in (2.0, 6.0):
+    out, report = complete.pair_completer("hybrid", completers, radius=radius)(image, label, name="im0")
+    known = ~missing
+    near = missing & (ndimage_distance(known) <= radius)
+    np.testing.assert_array_equal(out[near], fill[near])
+    np.testing.assert_array_equal(out[missing & ~near], model[missing & ~near])
+    np.testing.assert_array_equal(out[~missing], label[~missing])
+    assert report["method"] == "hybrid" and report["fill_fraction"] == pytest.approx(near.sum() / missing.sum())
+    assert 0 < near.sum() < missing.sum()  # both parts exercised
+  with pytest.raises(ConfigError, match="--hybrid_radius=-1"):
+    complete.pair_completer("hybrid", completers, radius=-1.0)
+  with pytest.raises(ConfigError, match="--method=hybrid needs a trained L-MAE"):
+    complete.pair_completer("hybrid")
+
+
+def ndimage_distance(known):
+  from scipy import ndimage
+  return ndimage.distance_transform_edt(~known)
+
+
 def _fake(ratio, train_ratio=None):
   return complete.Completer(name=str(ratio), ratio=ratio, train_ratio=train_ratio or ratio, num_classes=N,
                             patch_size=8, image_size=(32, 32), background_classes=(0,), ignore_label=255,

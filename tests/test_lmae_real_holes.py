@@ -182,3 +182,9 @@ def test_margins_are_over_the_best_fill_and_averaged_over_model_rows():
   assert out["m1"]["margin_pixel_acc"] == pytest.approx(-0.15)  # against geodesic, the best by pixel accuracy
   assert out["model_mean"]["miou"] == pytest.approx(0.5) and out["model_mean"]["half_range_miou"] == pytest.approx(0.1)
   assert out["model_mean"]["margin_miou"] == pytest.approx(0.0)
+  rows = {"model:a": {"miou": 0.6, "pixel_acc": 0.7}, "model:b": {"miou": 0.4, "pixel_acc": 0.9},
+          "hybrid:a": {"miou": 0.8, "pixel_acc": 0.9}, "hybrid:b": {"miou": 0.7, "pixel_acc": 0.9},
+          "nearest": {"miou": 0.5, "pixel_acc": 0.8}}
+  out = rh.add_margins(rows, ["nearest"], ["model:a", "model:b", "hybrid:a", "hybrid:b"])
+  assert out["model_mean"]["miou"] == pytest.approx(0.5)  # each kind averaged over its own runs only
+  assert out["hybrid_mean"]["miou"] == pytest.approx(0.75) and out["hybrid_mean"]["margin_miou"] == pytest.approx(0.25)
