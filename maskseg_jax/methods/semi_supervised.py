@@ -394,11 +394,6 @@ def unlabeled_weight(step, warmup: int, rampup: int):
   return jnp.clip((step - warmup + 1.0) / rampup, 0.0, 1.0)
 
 
-def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
-  """Pure `(state, batch, rng) -> (state, metrics)`; metrics hold every active loss term every step."""
-  return _make_step(mdef, tx, lr_fn, terms)
-
-
 def make_warmup_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   """The step of the `warmup_steps` (our extension): the supervised baseline's step (L = w_x L_x, BN on the
   labeled images only), with the full step's metric keys (unlabeled ones read 0) so logs line up. The unlabeled
@@ -406,10 +401,10 @@ def make_warmup_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   in-graph `lax.cond` ran 2.3x slower than the full step on XLA CPU). None when there is no warm-up."""
   if not (terms.unlabeled and terms.warmup_steps > 0):
     return None
-  full = _make_step(mdef, tx, lr_fn, terms)
+  full = make_train_step(mdef, tx, lr_fn, terms)
   off = dict(w_s1=0.0, w_s2=0.0, w_fp=0.0, l_rec=0.0, l_agg=0.0, l_sem=0.0, l_mask=0.0, scale=1.0,
              diagnostics=False)
-  labeled_only = _make_step(mdef, tx, lr_fn, dataclasses.replace(terms, **off))
+  labeled_only = make_train_step(mdef, tx, lr_fn, dataclasses.replace(terms, **off))
 
   def warmup_step(state, batch, rng):
     _, metric_shapes = jax.eval_shape(full, state, batch, rng)
@@ -420,7 +415,9 @@ def make_warmup_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   return warmup_step
 
 
-def _make_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
+def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
+  """Pure `(state, batch, rng) -> (state, metrics)`; metrics hold every active loss term every step."""
+
   def train_step(state, batch, rng):
     k = jax.random.split(rng, 6)
     keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
