@@ -1,7 +1,7 @@
 """L-MAE train-step throughput at several mask ratios, as JSON: the visible-only encoder's saving.
 
   python experiments/benchmark_lmae.py [--size=cpu|paper|tiny] [--batch=8] [--steps=5] [--ratios=0,0.5,0.75]
-  python experiments/benchmark_lmae.py --config_arg=cpu [--config=lmae_camvid] [--set model.prior=nearest ...]
+  python experiments/benchmark_lmae.py --config_arg=camvid,recipe [--config=lmae] [--set model.prior=nearest ...]
   python experiments/benchmark_lmae.py --completion --images=DIR --labels=DIR [--model=RUN ...]
       [--methods=model,nearest,geodesic] [--missing=unknown_and_void] [--scale=train]
 
@@ -32,11 +32,12 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_models import matmul_peak, timed_step  # noqa: E402  (the shared timing code)
 
-from maskseg_jax import config_base, lmae_config, optim, sharding, train  # noqa: E402
-from maskseg_jax import lmae_inference as inf  # noqa: E402
-from maskseg_jax.masking import patches as P  # noqa: E402
+from maskseg_jax import config_base, optim, sharding, train  # noqa: E402
 from maskseg_jax.methods import base  # noqa: E402
-from maskseg_jax.methods import lmae as lmae_method  # noqa: E402
+from maskseg_jax.methods.lmae import config as lmae_config  # noqa: E402
+from maskseg_jax.methods.lmae import inference as inf  # noqa: E402
+from maskseg_jax.methods.lmae import patch_masks as P  # noqa: E402
+from maskseg_jax.methods.lmae import task as lmae_method  # noqa: E402
 
 SIZES = {
     "tiny": dict(size="tiny", patch_size=8, image_size=32),  # smoke test only
@@ -82,9 +83,9 @@ def completion_benchmark(args) -> dict:
   import tempfile
   import time
 
-  from maskseg_jax import complete
+  from maskseg_jax.methods.lmae import label_folder, runs
   rows = []
-  completers = complete.resolve_models(args.model, "latest", print) if args.model else []
+  completers = runs.resolve_models(args.model, "latest", print) if args.model else []
   for method in args.methods.split(","):
     if method == "model" and not completers:
       continue
@@ -93,7 +94,7 @@ def completion_benchmark(args) -> dict:
       times = []
       for run in ("first", "timed"):
         t = time.perf_counter()
-        reports = complete.complete_folder(args.images, args.labels, os.path.join(tmp, run), completers,
+        reports = label_folder.complete_folder(args.images, args.labels, os.path.join(tmp, run), completers,
                                            method=method, missing=args.missing, scale=args.scale,
                                            log=lambda s: None)
         times.append(time.perf_counter() - t)
@@ -121,7 +122,7 @@ def main(argv=None) -> None:
   ap.add_argument("--missing", default="unknown_and_void")
   ap.add_argument("--scale", default="train")
   ap.add_argument("--size", default="cpu", choices=sorted(SIZES))
-  ap.add_argument("--config", default="lmae_camvid", help="with --config_arg: the config file under configs/")
+  ap.add_argument("--config", default="lmae", help="with --config_arg: the config file under configs/")
   ap.add_argument("--config_arg", default="", help="time configs/<--config>.py:ARG instead of a --size")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="with --config_arg: a dotted config override (repeatable)")

@@ -5,7 +5,7 @@
 Scoring images/s counts images scored (each is `num_draws` reconstructions plus the tile scores and top-k);
 train images/s counts masked crops per second of the jitted `L1 + (1 - MS-SSIM)` step. Both run sharded over all
 local devices, with compile seconds and achieved FLOP/s (XLA cost analysis / measured time). `cpu` is the
-configs/selective_camvid.py:cpu setting; `paper` the authors' (time it on an accelerator).
+configs/selective.py:camvid,cpu setting; `paper` the authors' (time it on an accelerator).
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_models import matmul_peak, timed_step  # noqa: E402  (sibling script)
 
 from maskseg_jax import config_base, optim, sharding, train  # noqa: E402
-from maskseg_jax.masking.tiles import TileGrid  # noqa: E402
-from maskseg_jax.methods import base, selective_masking, selective_scoring  # noqa: E402
-from maskseg_jax.methods.selective_config import pretrain_defaults  # noqa: E402
+from maskseg_jax.methods import base  # noqa: E402
+from maskseg_jax.methods.selective_masking import scoring as selective_scoring  # noqa: E402
+from maskseg_jax.methods.selective_masking import task as selective_masking  # noqa: E402
+from maskseg_jax.methods.selective_masking.config import pretrain_defaults  # noqa: E402
+from maskseg_jax.methods.selective_masking.tiles import TileGrid  # noqa: E402
 
 SIZES = {
     "cpu": dict(width=0.25, crop=(64, 64), grid=8, ms_ssim=dict(ms_ssim_weights=(0.3, 0.3, 0.4), ms_ssim_window=7)),

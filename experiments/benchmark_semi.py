@@ -23,8 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchmark_models  # noqa: E402  (sibling script: matmul_peak, timed_step)
 
 from maskseg_jax import config_base, optim, sharding, train  # noqa: E402
-from maskseg_jax.methods import base, semi_supervised  # noqa: E402
-from maskseg_jax.methods.semi_config import add_semi_section  # noqa: E402
+from maskseg_jax.methods import base  # noqa: E402
+from maskseg_jax.methods.semi_supervised import model as semi_model  # noqa: E402
+from maskseg_jax.methods.semi_supervised import step as semi_step  # noqa: E402
+from maskseg_jax.methods.semi_supervised import terms as semi_terms  # noqa: E402
+from maskseg_jax.methods.semi_supervised.config import add_semi_section  # noqa: E402
 
 SIZES = {
     "cpu": dict(backbone="resnet18", width=0.25, crop=(96, 96), patch=8, classes=11),
@@ -69,9 +72,9 @@ def main() -> None:
   results = []
   for variant in args.variants.split(","):
     config = make_config(variant, size, args.batch)
-    terms = semi_supervised.Terms.from_config(config)
-    mdef, tx, state = semi_supervised.build_model_and_state(config, terms)
-    step_fn = semi_supervised.make_train_step(mdef, tx, optim.learning_rate(config.optim, 100), terms)
+    terms = semi_terms.Terms.from_config(config)
+    mdef, tx, state = semi_model.build_model_and_state(config, terms)
+    step_fn = semi_step.make_train_step(mdef, tx, optim.learning_rate(config.optim, 100), terms)
     step = train.compile_step(base.Task(state=state, train_step=step_fn, train_iter=None), mesh)
     batch = random_batch(config, np.random.default_rng(0))
     if not terms.unlabeled:

@@ -17,12 +17,12 @@
    they are (e.g. the CamVid recipe's); otherwise runs at `--ratios` (full training labels) are trained or
    reused from experiments/lmae_ablations.py's variants in `--lmae_root` (pass that script's workdir and
    --steps to reuse its baseline (0.5) and ratio runs).
-3. Complete: `complete.complete_folder` with the models (routing, default `--missing=unknown_and_void`: the
+3. Complete: `label_folder.complete_folder` with the models (routing, default `--missing=unknown_and_void`: the
    degraded void tiles are filled) writes `<workdir>/data/completed/labels/`; each non-learned fill arm
-   (`nearest`, `geodesic`: `maskseg_jax.fills`, no model, same missing pixels) writes
+   (`nearest`, `geodesic`: `maskseg_jax.methods.lmae.fills`, no model, same missing pixels) writes
    `<workdir>/data/<fill>/labels/` (images/ link to the degraded images). With `--degrade_to=<class id>` the
    fills have no hole to see (they fill void only); the model's Background-First routing still does.
-4. Segment: each of `--models` (configs/supervised_<dataset>.py, camvid: `cpu_<model>`) trained with the same
+4. Segment: each of `--models` (`configs/supervised.py:<dataset>,<model>`, camvid: `camvid,cpu,<model>`) trained with the same
    steps on each of `--labels` (`full` = the original labels, the ceiling), once per segmenter seed
    (`--seeds=N`: config seeds 0..N-1), and scored on the real val split (`data.val_name`: the folder trains,
    the dataset's own reader validates).
@@ -87,7 +87,7 @@ def image_file(source, index: int) -> str | None:
 def write_degraded(source, out_dir: str, *, patch: int, fraction: float, to: int, seed: int) -> dict:
   """`out_dir/{images,labels}` from `source` with degraded labels; images copied byte for byte (or PNG)."""
   from PIL import Image
-  from maskseg_jax import lmae_inference as inf
+  from maskseg_jax.methods.lmae import inference as inf
   settings = {"items": len(source), "patch": patch, "fraction": fraction, "to": to, "seed": seed}
   record = os.path.join(out_dir, DEGRADE_FILE)
   if os.path.isfile(record):
@@ -117,7 +117,7 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
                       method: str = "model") -> dict:
   """Completion of the degraded labels (L-MAE `models`, or the fill `method`) into `out_dir/labels` (+ `images`
   linking to the degraded ones); reused while the method, models and degradation settings are the same."""
-  from maskseg_jax import complete
+  from maskseg_jax.methods.lmae import label_folder
   record = os.path.join(out_dir, COMPLETE_FILE)
   if os.path.isfile(record):
     with open(record) as f:
@@ -130,7 +130,7 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
   os.symlink(os.path.join("..", os.path.basename(degraded), "images"), os.path.join(out_dir, "images"))
   lines = []
   t = time.perf_counter()
-  reports = complete.complete_folder(os.path.join(degraded, "images"), os.path.join(degraded, "labels"),
+  reports = label_folder.complete_folder(os.path.join(degraded, "images"), os.path.join(degraded, "labels"),
                                      os.path.join(out_dir, "labels"), models, method=method,
                                      log=lines.append)
   routed = {}
@@ -220,7 +220,7 @@ def lmae_config(args, ratio: float):
 
 
 def seg_config(args, model: str, labels: str, folders: dict, seed: int = 0):
-  name, arg = ("supervised_camvid", f"cpu_{model}") if args.dataset == "camvid" else ("supervised_synthetic", model)
+  name, arg = ("supervised", f"camvid,cpu,{model}") if args.dataset == "camvid" else ("supervised", f"synthetic,{model}")
   o = {"seed": seed, "train.steps": args.seg_steps, "train.eval_every": args.seg_steps, "train.checkpoint_every": args.seg_steps,
        "train.log_every": max(1, min(50, args.seg_steps))}
   if args.tiny:

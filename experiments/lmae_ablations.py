@@ -4,7 +4,7 @@
       [--groups=ips,fuse,strategy,ratio,extensions] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
       [--config_arg=cpu|recipe] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
 
-Every variant is configs/lmae_<dataset>.py (camvid: its `--config_arg` variant, `cpu` by default) with one
+Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
 change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
 every group. The `extensions` group switches this project's extensions off one at a time (nearest prior,
 refinement head, both): run it with `--config_arg=recipe`, where they are on. With several `--seeds` every cell
@@ -103,9 +103,9 @@ def parse_sets(items) -> dict:
 
 def variant_config(name: str, dataset: str, steps: int, *, tiny: bool = False, extra: dict | None = None,
                    config_arg: str = "cpu"):
-  """configs/lmae_<dataset>.py (camvid: `config_arg`) with the shared schedule (one eval and one checkpoint, at
+  """configs/lmae.py:<dataset> (camvid: `camvid,<config_arg>`) with the shared schedule (one eval and one checkpoint, at
   the end), `extra` overrides, then the variant's own change."""
-  config_name, arg = ("lmae_camvid", config_arg) if dataset == "camvid" else ("lmae_synthetic", None)
+  config_name, arg = ("lmae", f"camvid,{config_arg}") if dataset == "camvid" else ("lmae", "synthetic")
   o = {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps,
        "train.log_every": max(1, min(50, steps)), **(TINY[dataset] if tiny else {}), **(extra or {})}
   return load_config(config_name, arg, {**o, **variant_overrides(name)})
@@ -153,7 +153,7 @@ def setting_of(name: str, config_arg: str = "cpu") -> str:
   if name.startswith("ratio_"):
     return f"mask ratio {name[len('ratio_'):]}"
   if name == "baseline" and config_arg != "cpu":
-    return f"lmae_camvid.py:{config_arg}, ratio 0.5"
+    return f"lmae.py:camvid,{config_arg}, ratio 0.5"
   return SETTINGS[name]
 
 
@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--groups", default=",".join(GROUPS))
   ap.add_argument("--ratios", default="0.6,0.75", help="ratio group: ratios besides the baseline's 0.5")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
-  ap.add_argument("--config_arg", default="cpu", help="camvid: the configs/lmae_camvid.py arg of the baseline")
+  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, configs/lmae.py:camvid,<cpu|recipe>")
   ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
   ap.add_argument("--skip", default="", help="comma-separated variants to leave out of the groups (budget)")
   ap.add_argument("--table_only", action="store_true", help="train nothing: tabulate the finished runs")

@@ -8,7 +8,7 @@ Every val label (CamVid: 360x480, read by the project's source at image_scale 1)
 `maskseg_jax.label_damage.DAMAGES` (blobs, whole objects, thinned boundaries; the protocol and why patch grids
 are not it are in that module's docstring), seeded per (seed, image, kind), with the holes set to unknown (254).
 Each method then completes the damaged label through the completion command's own per-pair function
-(`complete.pair_completer`, `--missing=unknown`: only the holes are filled, void stays void; the model tiles
+(`completion.pair_completer`, `--missing=unknown`: only the holes are filled, void stays void; the model tiles
 the file at its training field of view and fills from bilinear logits at file resolution):
   model    each `--model=RUN` (or `RATIO=RUN,RATIO=RUN2` for one routed set, as `maskseg-complete --model`)
            is its own row, rebuilt from the run's config.json by build_lmae;
@@ -53,7 +53,7 @@ def val_source(args):
 
 def damage_params(args) -> dict:
   """Per kind, the protocol's parameters with the command-line changes."""
-  from maskseg_jax import label_damage as D
+  from maskseg_jax.methods.lmae import label_damage as D
   params = {k: dict(v) for k, v in D.DEFAULTS.items()}
   for key, value in abl.parse_sets(args.damage_set).items():
     kind, _, name = key.partition(".")
@@ -110,32 +110,33 @@ def model_name(spec: str) -> str:
 
 
 def build_methods(args, num_classes: int) -> dict:
-  """name -> per-pair completion function (complete.pair_completer), models first, then fills."""
-  from maskseg_jax import complete, fills
+  """name -> per-pair completion function (completion.pair_completer), models first, then fills."""
+  from maskseg_jax.methods.lmae import completion, runs
+  from maskseg_jax.methods.lmae import fills
   wanted = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in wanted if m not in complete.METHODS]
+  unknown = [m for m in wanted if m not in completion.METHODS]
   if unknown:
-    raise SystemExit(f"--methods {unknown} unknown; expected some of {complete.METHODS}")
+    raise SystemExit(f"--methods {unknown} unknown; expected some of {completion.METHODS}")
   out = {}
-  model_methods = [m for m in complete.MODEL_METHODS if m in wanted]
+  model_methods = [m for m in completion.MODEL_METHODS if m in wanted]
   for spec in args.model if model_methods else ():
-    completers = complete.resolve_models(spec.split(","), args.checkpoint, print)
+    completers = runs.resolve_models(spec.split(","), args.checkpoint, print)
     if completers[0].num_classes != num_classes:
       raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
                        f"{num_classes}")
     for method in model_methods:  # model:RUN, hybrid:RUN
       name = model_name(spec).replace("model", method, 1)
       name = name if name not in out else f"{name}#{len(out) + 1}"  # two runs in folders of one name
-      out[name] = complete.pair_completer(method, completers, missing="unknown", scale=args.scale)
+      out[name] = completion.pair_completer(method, completers, missing="unknown", scale=args.scale)
   for m in wanted:
     if m in fills.FILLS:
-      out[m] = complete.pair_completer(m, missing="unknown")
+      out[m] = completion.pair_completer(m, missing="unknown")
   return out
 
 
 def evaluate(source, methods: dict, kinds: list[str], params: dict, *, seed: int, limit: int) -> dict:
   """Damages every item, completes it with every method and accumulates hole confusions and timings."""
-  from maskseg_jax import label_damage as D
+  from maskseg_jax.methods.lmae import label_damage as D
   n = int(source.num_classes)
   conf = {k: {m: np.zeros((n, n + 1), np.int64) for m in methods} for k in kinds}
   seconds = {k: {m: 0.0 for m in methods} for k in kinds}
@@ -160,7 +161,7 @@ def evaluate(source, methods: dict, kinds: list[str], params: dict, *, seed: int
 
 
 def summarize(raw: dict, methods: list[str], class_names) -> dict:
-  from maskseg_jax import fills
+  from maskseg_jax.methods.lmae import fills
   fill_names = [m for m in methods if m in fills.FILLS]
   models = [m for m in methods if m not in fills.FILLS]
   out = {}
@@ -215,8 +216,8 @@ def main(argv=None) -> dict:
                   help="change a protocol parameter, e.g. blobs.fraction=0.5, boundaries.width=2")
   ap.add_argument("--seed", type=int, default=0, help="damage seed (each image and kind draws its own stream)")
   ap.add_argument("--limit", type=int, default=0, help="first N images only (0: all)")
-  ap.add_argument("--config", default="lmae_camvid", help="config whose data section names the dataset")
-  ap.add_argument("--config_arg", default="cpu")
+  ap.add_argument("--config", default="lmae", help="config whose data section names the dataset")
+  ap.add_argument("--config_arg", default="camvid,cpu")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="data config override")
   ap.add_argument("--data_root", default="", help="dataset root (default: the config's; CamVid: "
                   "../shared/data/camvid)")
@@ -230,7 +231,7 @@ def main(argv=None) -> dict:
                   help="persistent compilation cache ('' = off)")
   args = ap.parse_args(argv)
   abl.setup_jax(args.xla_cache)
-  from maskseg_jax import label_damage as D
+  from maskseg_jax.methods.lmae import label_damage as D
 
   start = time.perf_counter()
   kinds = [k for k in args.damages.split(",") if k]

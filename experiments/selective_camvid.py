@@ -3,10 +3,10 @@
   python experiments/selective_camvid.py --workdir=runs/selective_camvid \
       --partitions=4 --steps_per_stage=100 --finetune_steps=600
 
-Three pretraining budgets are equal: selective (configs/selective_camvid.py:cpu, `--partitions` stages of
+Three pretraining budgets are equal: selective (configs/selective.py:camvid,cpu, `--partitions` stages of
 `--steps_per_stage` steps on P_k = train[k::partitions]) and random masking (`cpu_random`: the authors'
 baseline, one stage on the whole train set with partitions * steps_per_stage steps). Every fine-tuning run
-(configs/selective_finetune_camvid.py:cpu, cross entropy) has the same steps and seed; "none" starts from a
+(configs/selective.py:camvid,finetune,cpu, cross entropy) has the same steps and seed; "none" starts from a
 random initialization. Prints a markdown table (val mIoU, pixel accuracy, per-class IoU, and the difference to
 "none") and the same as JSON; every run lives in its own folder under --workdir, so rerunning resumes.
 `--tiny` shrinks everything to a smoke test (a few images at 32 px; the numbers mean nothing).
@@ -56,15 +56,15 @@ def pretrain_configs(args) -> dict:
   common = {"selective.num_partitions": args.partitions, "selective.steps_per_stage": args.steps_per_stage}
   if args.tiny:
     common.update(TINY_DATA, **TINY_PRETRAIN)
-  return {"selective": load_config("selective_camvid", "cpu", common),
-          "random": load_config("selective_camvid", "cpu_random", common)}
+  return {"selective": load_config("selective", "camvid,cpu", common),
+          "random": load_config("selective", "camvid,cpu,random", common)}
 
 
 def finetune_config(args, init_from: str, seed: int):
   overrides = {"train.steps": args.finetune_steps, "model.init_from": init_from, "seed": seed}
   if args.tiny:
     overrides.update(TINY_DATA, **TINY_FINETUNE)
-  return load_config("selective_finetune_camvid", "cpu", overrides)
+  return load_config("selective", "camvid,finetune,cpu", overrides)
 
 
 def _mean(values) -> float:

@@ -3,8 +3,8 @@
   python experiments/semi_camvid.py --workdir=/tmp/semi_camvid [--steps=240] [--variants=supervised,unimatch]
       [--eval_every=80] [--set semi.ensemble_guard=confident --set model.init_from=encoder:/tmp/sel_run ...]
 
-Each variant is `configs/semi_camvid.py:cpu_<variant>` run through `train.run` with one shared split folder (so
-every variant reads the identical 1/8 labeled split), the same seed, steps and learning-rate schedule, evaluated
+Each variant is `configs/semi.py:camvid,<size>,<variant>,<n>` run through `train.run` with one shared split folder (so
+every variant reads the identical 1/n labeled split, `--labeled_n`, default 8), the same seed, steps and learning-rate schedule, evaluated
 once at the end (or every --eval_every steps) on the full val split. The configs switch on the pseudo-label
 diagnostics (`semi.diagnostics`): the table adds the last eval's share of unlabeled pixels passing the threshold,
 pseudo-label accuracy against the unlabeled images' hidden truth, and the distance between the pseudo-label and
@@ -23,19 +23,19 @@ import time
 
 from maskseg_jax import config_base
 from maskseg_jax import train
-from maskseg_jax.data import semi_streams
+from maskseg_jax.methods.semi_supervised import streams as semi_streams
 
 VARIANTS = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
 LABELS = {"supervised": "supervised only", "fixmatch": "FixMatch", "unimatch": "UniMatch",
           "s4mim": "UniMatch + S4MIM", "maskmatch": "UniMatch + MaskMatch", "all": "UniMatch + S4MIM + MaskMatch"}
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "semi_camvid.py")
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "semi.py")
 
 
 def load_config(arg: str):
   return config_base.load_config(CONFIG, arg)
 
 def variant_config(variant: str, args, workdir: str, init: str = ""):
-  c = load_config(f"{args.size}_{variant}")
+  c = load_config(f"camvid,{args.size},{variant},{args.labeled_n}")
   c.unlock()
   if init:  # a pretraining run's encoder (selective / random masking): only the backbone is loaded
     c.model.init_from = f"encoder:{init}"
@@ -103,8 +103,8 @@ def last_train_metrics(workdir: str) -> dict:
 
 
 def markdown(results: list[dict], args) -> str:
-  lines = [f"CamVid val mIoU, 1/8 labeled ({results[0]['labeled']} images), {results[0]['steps']} steps "
-           f"(`configs/semi_camvid.py:{args.size}_*`)", "",
+  lines = [f"CamVid val mIoU, 1/{args.labeled_n} labeled ({results[0]['labeled']} images), {results[0]['steps']} "
+           f"steps (`configs/semi.py:camvid,{args.size},<variant>,{args.labeled_n}`)", "",
            "| method | val mIoU | pixel acc | conf. pixels (last log) | unlabeled: passing tau | PL acc | "
            "PL acc (passing) | PL/truth class TV | train s |", "|---|---|---|---|---|---|---|---|---|"]
   fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -122,7 +122,7 @@ def markdown(results: list[dict], args) -> str:
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", default="/tmp/semi_camvid")
-  ap.add_argument("--steps", type=int, default=0, help="0: the config's (cpu_: 240)")
+  ap.add_argument("--steps", type=int, default=0, help="0: the config's (cpu: 240, recipe: 3600)")
   ap.add_argument("--variants", default=",".join(VARIANTS))
   ap.add_argument("--crop", default="", help="h,w of training crops (default: the config's 72,96)")
   ap.add_argument("--image_scale", type=float, default=0.0, help="override data.image_scale (smoke tests)")
@@ -132,9 +132,10 @@ def main() -> None:
                   "(default: the config's)")
   ap.add_argument("--eval_every", type=int, default=0, help="eval (and diagnostics) every N steps (0: at the end)")
   ap.add_argument("--set", action="append", default=[], help="key=value config override for every variant")
+  ap.add_argument("--labeled_n", type=int, default=8, help="1/n of the 367 train images labeled (default 8: 46)")
   ap.add_argument("--size", default="cpu", choices=("cpu", "recipe"),
-                  help="config arg prefix: cpu_<variant> (240 steps, the papers' settings) or recipe_<variant> "
-                       "(this project's CamVid regime: warm-up, class-wise thresholds, longer schedule)")
+                  help="configs/semi.py:camvid size: cpu (240 steps, the papers' settings) or recipe (this "
+                       "project's CamVid regime: labeled-only warm-up, ramp, longer schedule)")
   ap.add_argument("--init", action="append", default=[],
                   help="NAME=RUN: also train every variant from the encoder of pretraining run RUN (repeat for "
                        "several); runs go to <workdir>/<NAME>/..., the from-scratch ones to <workdir>/none/...")

@@ -1,18 +1,19 @@
 """maskseg_jax: masked-modeling semantic segmentation in JAX/Flax NNX.
 
-Where things live (one job per module):
+Where things live (one job per module; imports run downward: data/models/losses/metrics <- methods <-
+train/main/complete):
   main.py            command line entry point (absl + ml_collections config_flags)
-  config_base.py     the shared config schema every configs/*.py starts from
+  complete.py        the `maskseg-complete` command (its logic: methods/lmae/)
   train.py           the one training loop (mesh, data, state, restore, loop, eval, checkpoints)
-  methods/           one module per method: builds model, optimizer, data and a pure train step
-  models/            pure nnx.Modules (ResNet, DeepLabV3+, U-Net, FCN, L-MAE)
-  masking/           patch masks (L-MAE strategies) and tile masks (selective masking)
+  config_base.py     the shared config schema every configs/*.py starts from, and the config-arg parser
+  methods/<method>/  everything one method owns: lmae/, semi_supervised/, selective_masking/, supervised/
+  methods/           base.py (the Task contract), segmentation*.py (segmenter wiring shared by methods)
+  models/            shared segmenters (ResNet, DeepLabV3+, U-Net, FCN), pure nnx.Modules
   losses/            pure array losses returning (sum, count)
   metrics.py         confusion matrices, mIoU, PA-mIoU
-  data/              sources (VOC, Cityscapes, folders, synthetic, TFDS), numpy transforms, grain pipelines
+  data/              sources (VOC, Cityscapes, CamVid, folders, synthetic, TFDS), numpy transforms, grain pipelines
   checkpointing.py   the only Orbax importer
   metric_writer.py   the only metrics writer (JSONL + TensorBoard + progress + pictures)
-  complete.py        label-completion command (L-MAE inference on folders)
 """
 
 __version__ = "0.1.0"

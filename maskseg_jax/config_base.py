@@ -111,6 +111,43 @@ def set_model(config: ml_collections.ConfigDict, name: str, **overrides) -> None
   config.model.update({**MODEL_DEFAULTS[name], **overrides})
 
 
+def parse_arg(arg: str | None, family: str, axes: dict, number: str = "") -> dict:
+  """A config file's `arg` -> its choices: `'camvid,cpu,unimatch'` -> `{'dataset': 'camvid', 'size': 'cpu', ...}`.
+
+  Each comma-separated token is a value of the one axis that lists it (values are unique across axes; the
+  first value of an axis is its default); a number, when `number` names it, fills that field (else None).
+  `given` is the set of axes the arg set. An unknown or repeated token raises a ConfigError naming it and
+  every accepted value.
+  """
+  from maskseg_jax.errors import ConfigError
+  picked = {}
+  for token in filter(None, (t.strip() for t in (arg or "").split(","))):
+    axis = next((a for a, values in axes.items() if token in values), None)
+    value = token
+    if axis is None and number:
+      try:
+        value, axis = float(token), number
+      except ValueError:
+        pass
+    if axis is None:
+      accepted = "; ".join(f"{a}: {'|'.join(v)}" for a, v in axes.items()) + (f"; {number}: a number" if number else "")
+      raise ConfigError(f"configs/{family}.py arg {arg!r}: {token!r} is not an accepted value ({accepted})")
+    if axis in picked:
+      raise ConfigError(f"configs/{family}.py arg {arg!r}: two {axis} values, {picked[axis]!r} and {value!r}")
+    picked[axis] = value
+  out = {a: picked.get(a, values[0]) for a, values in axes.items()}
+  if number:
+    out[number] = picked.get(number)
+  out["given"] = set(picked)
+  return out
+
+
+def refuse(family: str, arg: str | None, what: str) -> None:
+  """Raises the ConfigError of a combination a family's config does not define (`what` says which)."""
+  from maskseg_jax.errors import ConfigError
+  raise ConfigError(f"configs/{family}.py arg {arg!r}: {what}")
+
+
 def add_section(config: ml_collections.ConfigDict, name: str, **values) -> ml_collections.ConfigDict:
   """Adds a method-specific section, e.g. `add_section(c, 'lmae', mask_ratio=0.5)`."""
   config[name] = ml_collections.ConfigDict(values)

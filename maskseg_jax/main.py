@@ -34,13 +34,13 @@ _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's id.")
 flags.DEFINE_bool("debug", False, "Show tracebacks of errors (also: environment MASKSEG_DEBUG=1).")
 
-EXAMPLE = "e.g. --config=configs/supervised_synthetic.py"
+EXAMPLE = "e.g. --config=configs/supervised.py"
 _ARGV: list[str] = []  # the command line as given, for naming the flag at fault
 
 
 def default_workdir(config_arg: str) -> str:
   path, _, arg = config_arg.partition(":")
-  name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
+  name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg.replace(',', '_')}" if arg else "")
   return os.path.join("runs", f"{name}_{time.strftime('%Y%m%d_%H%M%S')}")
 
 

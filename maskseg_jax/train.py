@@ -117,7 +117,7 @@ def run(config, workdir: str, *, task=None) -> dict:
   if task is None:
     method = get_method(config.method)
     if hasattr(method, "run"):  # multi-stage methods (selective masking) call back here once per stage
-      return method.run(config, workdir)
+      return method.run(config, workdir, train_run=run)
   config_checks.check_config(config)  # contradictions fail here, before a model is built or compiled
   config_checks.check_workdir(workdir)
   mesh = sharding.make_mesh()

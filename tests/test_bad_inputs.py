@@ -39,14 +39,15 @@ def snapshot(root) -> dict[str, str]:
   return out
 
 
-def load_config(name: str, **overrides):
-  return config_base.load_config(name, None, overrides)
+def load_config(name: str, arg: str | None = None, **overrides):
+  return config_base.load_config(name, arg, overrides)
+
 
 def trainer_config(**overrides):
   """The tiny supervised run; every item is decode-checked before training (validate_items=-1)."""
   base = {"data.crop_size": (32, 32), "data.eval_size": (64, 64), "data.batch_size": 8,
           "data.eval_batch_size": 8, "data.validate_items": -1, "model.width": 0.125, "train.steps": 2}
-  return load_config("supervised_synthetic.py", **{**base, **overrides})
+  return load_config("supervised.py", **{**base, **overrides})
 
 
 def expect_error(error_type, fragments, fn, *args, **kwargs) -> str:
@@ -202,7 +203,7 @@ def run_cli(module, args, cwd):
 def test_cli_non_writable_workdir_fails_first(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("user data")
-  r = run_cli("maskseg_jax.main", [f"--config={REPO}/configs/supervised_synthetic.py",
+  r = run_cli("maskseg_jax.main", [f"--config={REPO}/configs/supervised.py",
                                    f"--workdir={blocker}/run"], tmp_path)
   assert r.returncode == 2 and "Traceback" not in r.stderr
   assert f"error: workdir {blocker}/run is not writable" in r.stderr
@@ -210,7 +211,7 @@ def test_cli_non_writable_workdir_fails_first(tmp_path):
 
 
 def test_cli_unknown_config_key(tmp_path):
-  r = run_cli("maskseg_jax.main", [f"--config={REPO}/configs/supervised_synthetic.py",
+  r = run_cli("maskseg_jax.main", [f"--config={REPO}/configs/supervised.py",
                                    f"--workdir={tmp_path}/w", "--config.data.crop_sise=(32, 32)"], tmp_path)
   assert r.returncode != 0 and "crop_sise" in r.stderr
   assert not (tmp_path / "w").exists()
@@ -222,13 +223,13 @@ def test_cli_unknown_config_key(tmp_path):
 def completer():
   """A real (untrained) tiny L-MAE: every completion error below comes before its first prediction."""
   from flax import nnx
-  from maskseg_jax import complete
+  from maskseg_jax.methods.lmae import completion
   from maskseg_jax.methods import base
-  from maskseg_jax.models.lmae import build_lmae
-  config = load_config("lmae_synthetic.py")
+  from maskseg_jax.methods.lmae.model import build_lmae
+  config = load_config("lmae.py", "synthetic")
   model = build_lmae(config.model, config.data.num_classes, nnx.Rngs(params=0, dropout=1))
   mdef, params, batch_stats = base.split_model(model)
-  return complete.make_completer(config, mdef, params, batch_stats, name="tiny")
+  return completion.make_completer(config, mdef, params, batch_stats, name="tiny")
 
 
 def _completion_folders(tmp, n=3):
@@ -246,26 +247,26 @@ def _completion_folders(tmp, n=3):
 
 
 def test_completion_folder_errors(tmp_path, completer):
-  from maskseg_jax import complete
+  from maskseg_jax.methods.lmae import label_folder
   images, labels = _completion_folders(tmp_path)
   out = str(tmp_path / "out")
   empty = tmp_path / "empty"
   (empty / "images").mkdir(parents=True)
   (empty / "labels").mkdir()
   before = snapshot(tmp_path)
-  expect_error(DataError, [labels, "is an input folder"], complete.complete_folder, images, labels, labels,
+  expect_error(DataError, [labels, "is an input folder"], label_folder.complete_folder, images, labels, labels,
                [completer])
   os.rename(os.path.join(images, "p2.jpg"), os.path.join(tmp_path, "p2.jpg"))
-  expect_error(DataError, [os.path.join(labels, "p2.png"), "has no image"], complete.complete_folder, images,
+  expect_error(DataError, [os.path.join(labels, "p2.png"), "has no image"], label_folder.complete_folder, images,
                labels, out, [completer])
   os.rename(os.path.join(tmp_path, "p2.jpg"), os.path.join(images, "p2.jpg"))
-  expect_error(DataError, [str(empty / "images"), "no .jpg/.jpeg/.png image"], complete.complete_folder,
+  expect_error(DataError, [str(empty / "images"), "no .jpg/.jpeg/.png image"], label_folder.complete_folder,
                str(empty / "images"), str(empty / "labels"), out, [completer])
-  expect_error(MasksegError, [str(tmp_path / "not_a_run"), "config.json not found"], complete.complete_folder,
+  expect_error(MasksegError, [str(tmp_path / "not_a_run"), "config.json not found"], label_folder.complete_folder,
                images, labels, out, [str(tmp_path / "not_a_run")])
   os.makedirs(out)
   Path(out, "p1.png").write_text("an earlier result")
-  expect_error(DataError, [os.path.join(out, "p1.png"), "refusing to overwrite"], complete.complete_folder,
+  expect_error(DataError, [os.path.join(out, "p1.png"), "refusing to overwrite"], label_folder.complete_folder,
                images, labels, out, [completer])
   assert Path(out, "p1.png").read_text() == "an earlier result"
   os.remove(os.path.join(out, "p1.png"))
@@ -275,7 +276,7 @@ def test_completion_folder_errors(tmp_path, completer):
 
 @pytest.mark.parametrize("how", ["corrupt_image", "rgb_label", "label_values", "size_mismatch"])
 def test_completion_bad_pair(tmp_path, completer, how):
-  from maskseg_jax import complete
+  from maskseg_jax.methods.lmae import label_folder
   images, labels = _completion_folders(tmp_path, n=1)
   image, label = os.path.join(images, "p0.jpg"), os.path.join(labels, "p0.png")
   if how == "corrupt_image":
@@ -292,7 +293,7 @@ def test_completion_bad_pair(tmp_path, completer, how):
     fragments = [label, "20x26", "40x52"]
   before = snapshot(tmp_path)
   out = tmp_path / "out"
-  expect_error(DataError, fragments, complete.complete_folder, images, labels, str(out), [completer])
+  expect_error(DataError, fragments, label_folder.complete_folder, images, labels, str(out), [completer])
   assert not out.exists() or not os.listdir(out)  # nothing written
   after = snapshot(tmp_path)
   after.pop("out", None)

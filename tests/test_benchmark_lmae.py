@@ -40,7 +40,7 @@ def test_benchmark_lmae_times_a_named_config_with_overrides():
   sets = bench.parse_sets(["model.prior=nearest", "model.refine_width=16", "model.image_size=(32, 40)"])
   assert sets == {"model.prior": "nearest", "model.refine_width": 16, "model.image_size": (32, 40)}
   for ratio in (0.0, 0.75):
-    c = bench.named_config_for("lmae_camvid", "cpu", ratio, sets)
+    c = bench.named_config_for("lmae", "camvid,cpu", ratio, sets)
     assert c.lmae.mask_ratio == ratio and (c.model.prior, c.model.refine_width) == ("nearest", 16)
     assert tuple(c.model.image_size) == (32, 40) and c.data.num_classes == 11
   with pytest.raises(SystemExit, match="--set needs --config_arg"):

@@ -12,7 +12,7 @@ from maskseg_jax.data.sources import CAMVID_DEFAULT_ROOT
 
 @pytest.mark.skipif(not os.path.isdir(CAMVID_DEFAULT_ROOT), reason="../shared/data/camvid is not beside the checkout")
 def test_camvid_short_run_learns(tmp_path):
-  c = fixtures.load_config("configs/supervised_camvid.py", "cpu", **{
+  c = fixtures.load_config("configs/supervised.py", "camvid,cpu", **{
       "train.steps": 120, "train.log_every": 20, "train.eval_every": 120, "data.max_eval_images": 32})
   result = train.run(c, str(tmp_path))
   rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]

@@ -21,9 +21,10 @@ from PIL import Image
 
 import fixtures
 from maskseg_jax import complete, config_base, train
-from maskseg_jax import lmae_inference as inf
 from maskseg_jax.data.sources import SyntheticSource
 from maskseg_jax.errors import ConfigError, DataError
+from maskseg_jax.methods.lmae import completion, label_folder, runs
+from maskseg_jax.methods.lmae import inference as inf
 
 N = 6
 
@@ -35,7 +36,7 @@ def tiny_config(**overrides):
           "model.image_size": (32, 32), "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32,
           "optim.plateau_accumulation": 2, "train.steps": 2, "train.log_every": 2, "train.eval_every": 2,
           "train.checkpoint_every": 2, "train.num_images": 0}
-  return config_base.load_config("lmae_synthetic", None, {**base, **overrides})
+  return config_base.load_config("lmae", "synthetic", {**base, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def read(path):
     return np.asarray(im)
 
 
-def spy(c: complete.Completer, calls: list) -> complete.Completer:
+def spy(c: completion.Completer, calls: list) -> completion.Completer:
   """The same completer, recording (force, k, mask) of every model call."""
   inner = c.logits
 
@@ -89,7 +90,7 @@ def spy(c: complete.Completer, calls: list) -> complete.Completer:
 def test_completion_palette_given_pixels_unknown_and_counts(tmp_path, run_dir):
   images, labels, given = write_pairs(tmp_path)
   lines = []
-  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
+  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
   assert [r.name for r in reports] == ["im0.png", "im1.png", "im2.png"]
   for r in reports:
     with Image.open(r.out_path) as im:
@@ -101,7 +102,7 @@ def test_completion_palette_given_pixels_unknown_and_counts(tmp_path, run_dir):
     assert r.changed_pixels == int((out != label).sum()) == 10 * 12 and r.method == "model"
     assert any(line.startswith(f"{r.name}: 120 pixels changed (model ratio 0.5") for line in lines)
   images2, labels2, _ = write_pairs(tmp_path / "gray", n=1, palette=False)
-  [r] = complete.complete_folder(images2, labels2, str(tmp_path / "gray_out"), [run_dir], log=lambda s: None)
+  [r] = label_folder.complete_folder(images2, labels2, str(tmp_path / "gray_out"), [run_dir], log=lambda s: None)
   with Image.open(r.out_path) as im:
     assert im.mode == "L"
 
@@ -109,7 +110,7 @@ def test_completion_palette_given_pixels_unknown_and_counts(tmp_path, run_dir):
 @pytest.mark.parametrize("missing", ["unknown", "unknown_and_void", "paper"])
 def test_missing_option_says_which_pixels_are_given(tmp_path, run_dir, missing):
   images, labels, given = write_pairs(tmp_path, n=1, void=True)
-  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], missing=missing,
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], missing=missing,
                                  log=lambda s: None)
   label, out = given["im0"], read(r.out_path)
   unknown, void = label == 254, label == 255
@@ -128,10 +129,10 @@ def test_missing_option_says_which_pixels_are_given(tmp_path, run_dir, missing):
 
 
 def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path, run_dir):
-  c = spy(complete.load_completer(run_dir, log=lambda s: None), calls := [])
+  c = spy(runs.load_completer(run_dir, log=lambda s: None), calls := [])
   box = (slice(9, 13), slice(10, 14))
   images, labels, given = write_pairs(tmp_path, n=1, size=(32, 40), box=box)
-  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
   [(force, k, mask)] = calls
   # The 32x40 file is one tile padded to the 40x40 field of view: the patches its 4x4 box maps to, no others.
   px = np.zeros((40, 40), bool)
@@ -142,7 +143,7 @@ def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path,
   assert r.masked_fraction == mask.sum() / 16 < 0.5 and r.changed_pixels == 16
 
 
-def stub_completer(model_class: int, calls: list) -> complete.Completer:
+def stub_completer(model_class: int, calls: list) -> completion.Completer:
   """A 32x32 / patch-8 "model" whose logits favour `model_class` by 1 everywhere; masks exactly the forced
   patches (plus the first others up to the bucket) and records (force, fed label, mask)."""
   def logits(image, label, force, k):
@@ -153,7 +154,7 @@ def stub_completer(model_class: int, calls: list) -> complete.Completer:
     out = np.zeros((1, 32, 32, N), np.float32)
     out[..., model_class] = 1.0
     return out, mask
-  return complete.Completer(name="stub", ratio=0.5, train_ratio=0.5, num_classes=N, patch_size=8,
+  return completion.Completer(name="stub", ratio=0.5, train_ratio=0.5, num_classes=N, patch_size=8,
                             image_size=(32, 32), background_classes=(0,), ignore_label=255, unknown_value=254,
                             mean=(0,) * 3, std=(1,) * 3, window=(64, 64), logits=logits)
 
@@ -167,7 +168,7 @@ def test_given_labels_beside_a_hole_are_not_masked_and_lead_its_rim():
   label = np.full((64, 64), 2, np.uint8)
   label[16:32, 16:32] = 254
   image = np.zeros((64, 64, 3), np.uint8)
-  out, fields = complete.complete_label([c], image, label, missing="unknown", scale="fit")
+  out, fields = completion.complete_label([c], image, label, missing="unknown", scale="fit")
   [(mask, fed, force)] = calls
   assert np.flatnonzero(force).tolist() == [5] and np.flatnonzero(mask).tolist() == [5]
   assert fields["masked_fraction"] == 1 / 16 and (fed[8:16, 8:16] == 255).all()
@@ -202,7 +203,7 @@ def test_resize_bilinear_matches_jax_image_resize():
 
 
 def test_one_compile_per_bucket(tmp_path, run_dir):
-  c = complete.load_completer(run_dir, log=lambda s: None)
+  c = runs.load_completer(run_dir, log=lambda s: None)
   root = tmp_path / "data"
   images, labels, given = write_pairs(root, n=4, size=(32, 32), box=None)
   sizes = [(2, 2), (3, 3), (2, 3), (30, 30)]  # three small holes (same bucket), one nearly everything
@@ -210,7 +211,7 @@ def test_one_compile_per_bucket(tmp_path, run_dir):
     label = given[f"im{i}"].copy()
     label[1:1 + h, 1:1 + w] = 254
     fixtures._save_label(os.path.join(labels, f"im{i}.png"), label, True)
-  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
+  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
   used = {round(r.masked_fraction * 16) for r in reports}
   assert len(used) == 2 and sorted(c.traces) == sorted(16 - m for m in used)  # compiled once per bucket
   assert reports[3].masked_fraction == 15 / 16 and not (read(reports[3].out_path) == 254).any()
@@ -220,8 +221,8 @@ def test_tiles_at_the_training_field_of_view(tmp_path, run_dir):
   """The run saw 40x40 file pixels per 32x32 input: a 90x100 file is 3x3 tiles, `fit` is one resize."""
   images, labels, given = write_pairs(tmp_path, n=1, size=(90, 100), box=(slice(40, 70), slice(10, 90)))
   lines = []
-  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
-  [f] = complete.complete_folder(images, labels, str(tmp_path / "fit"), [run_dir], scale="fit",
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
+  [f] = label_folder.complete_folder(images, labels, str(tmp_path / "fit"), [run_dir], scale="fit",
                                  log=lambda s: None)
   assert r.tiles == 9 and f.tiles == 1 and any(line.startswith("im0.png") and "9 tiles" in line for line in lines)
   for rep in (r, f):
@@ -237,15 +238,15 @@ def test_given_pixel_guard_raises_not_asserts(tmp_path, run_dir, monkeypatch):
   images, labels, _ = write_pairs(tmp_path, n=1)
   monkeypatch.setattr(inf, "compose", lambda label, pred, region: np.zeros_like(label))
   with pytest.raises(RuntimeError, match="changed .* given pixels"):
-    complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lambda s: None)
+    label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lambda s: None)
   with pytest.raises(RuntimeError, match="changed .* given pixels"):
-    complete.complete_folder(images, labels, str(tmp_path / "out2"), method="nearest", log=lambda s: None)
+    label_folder.complete_folder(images, labels, str(tmp_path / "out2"), method="nearest", log=lambda s: None)
 
 
 def test_ratio_flag_warns_when_the_run_was_trained_at_another(tmp_path, run_dir):
   images, labels, _ = write_pairs(tmp_path, n=1)
   lines = []
-  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [f"0.7={run_dir}"], log=lines.append)
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [f"0.7={run_dir}"], log=lines.append)
   warn = [line for line in lines if line.startswith("warning:")]
   assert len(warn) == 1 and f"--model=0.7={run_dir}" in warn[0] and "trained at mask ratio 0.5" in warn[0]
   assert r.ratio == 0.7
@@ -274,14 +275,14 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
   images, labels, given = write_pairs(tmp_path, n=1, box=(slice(2, 28), slice(3, 40)))
   image = read(os.path.join(images, "im0.jpg"))
   label = given["im0"]
-  completers = complete.resolve_models([run_dir], "latest", print)
+  completers = runs.resolve_models([run_dir], "latest", print)
   c = completers[0]
-  assert complete.hybrid_radius(c, label.shape, "train") == pytest.approx(0.5 * 8 * 40 / 32)  # 40 px window
-  model, _ = complete.pair_completer("model", completers)(image, label, name="im0")
-  fill, _ = complete.pair_completer("geodesic")(image, label, name="im0")
+  assert completion.hybrid_radius(c, label.shape, "train") == pytest.approx(0.5 * 8 * 40 / 32)  # 40 px window
+  model, _ = completion.pair_completer("model", completers)(image, label, name="im0")
+  fill, _ = completion.pair_completer("geodesic")(image, label, name="im0")
   missing = (label == 254) | (label == 255)
   for radius in (2.0, 6.0):
-    out, report = complete.pair_completer("hybrid", completers, radius=radius)(image, label, name="im0")
+    out, report = completion.pair_completer("hybrid", completers, radius=radius)(image, label, name="im0")
     known = ~missing
     near = missing & (ndimage_distance(known) <= radius)
     np.testing.assert_array_equal(out[near], fill[near])
@@ -290,9 +291,9 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
     assert report["method"] == "hybrid" and report["fill_fraction"] == pytest.approx(near.sum() / missing.sum())
     assert 0 < near.sum() < missing.sum()  # both parts exercised
   with pytest.raises(ConfigError, match="--hybrid_radius=-1"):
-    complete.pair_completer("hybrid", completers, radius=-1.0)
+    completion.pair_completer("hybrid", completers, radius=-1.0)
   with pytest.raises(ConfigError, match="--method=hybrid needs a trained L-MAE"):
-    complete.pair_completer("hybrid")
+    completion.pair_completer("hybrid")
 
 
 def ndimage_distance(known):
@@ -301,17 +302,17 @@ def ndimage_distance(known):
 
 
 def _fake(ratio, train_ratio=None):
-  return complete.Completer(name=str(ratio), ratio=ratio, train_ratio=train_ratio or ratio, num_classes=N,
+  return completion.Completer(name=str(ratio), ratio=ratio, train_ratio=train_ratio or ratio, num_classes=N,
                             patch_size=8, image_size=(32, 32), background_classes=(0,), ignore_label=255,
                             unknown_value=254, mean=(0,) * 3, std=(1,) * 3, window=(32, 32), logits=None)
 
 
 def test_routing_picks_the_smallest_sufficient_ratio():
   ratios = [0.7, 0.5, 0.6]
-  pick = lambda need: ratios[complete.route(ratios, [need] * 3)]
+  pick = lambda need: ratios[completion.route(ratios, [need] * 3)]
   assert pick(0.05) == 0.5 and pick(0.5) == 0.5 and pick(0.55) == 0.6 and pick(0.65) == 0.7
   assert pick(0.9) == 0.7  # above every ratio: the largest
-  assert ratios[complete.route(ratios, [0.8, 0.4, 0.9])] == 0.5  # each model's own need
+  assert ratios[completion.route(ratios, [0.8, 0.4, 0.9])] == 0.5  # each model's own need
   assert _fake(0.5).budget == 8 and _fake(0.75, 0.5).budget == 8  # the training ratio sets the budget
 
 
@@ -323,7 +324,7 @@ def test_routes_between_models_and_warns_once_about_huge_holes(tmp_path, run_dir
   fixtures._save_label(os.path.join(labels, "im0.png"), small, True)
   fixtures._save_label(os.path.join(labels, "im1.png"), big, True)
   lines = []
-  reports = complete.complete_folder(images, labels, str(tmp_path / "out"), [(0.5, run_dir), f"0.9={run_dir}"],
+  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [(0.5, run_dir), f"0.9={run_dir}"],
                                      log=lines.append)
   assert reports[0].ratio == 0.5 and reports[1].ratio == 0.9 and reports[1].masked_fraction > 0.5
   warn = [line for line in lines if line.startswith("warning: 1 files")]
@@ -333,7 +334,7 @@ def test_routes_between_models_and_warns_once_about_huge_holes(tmp_path, run_dir
 
 def test_unknown_value_255_fills_void(tmp_path, run_dir):
   images, labels, given = write_pairs(tmp_path, n=1, box=None, void=True)
-  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], missing="unknown",
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], missing="unknown",
                                  unknown_value=255, log=lambda s: None)
   label, out = given["im0"], read(r.out_path)
   assert not (out == 255).any() and (out[label != 255] == label[label != 255]).all()
@@ -358,12 +359,12 @@ def test_refuses_to_overwrite_and_names_bad_files(tmp_path, run_dir):
   out.mkdir()
   (out / "im1.png").write_bytes(b"keep me")
   with pytest.raises(DataError, match=r"out/im1\.png already exists"):
-    complete.complete_folder(images, labels, str(out), [run_dir])
+    label_folder.complete_folder(images, labels, str(out), [run_dir])
   assert (out / "im1.png").read_bytes() == b"keep me" and not (out / "im0.png").exists()
   with open(os.path.join(labels, "im0.png"), "wb") as f:
     f.write(b"not a png")
   with pytest.raises(DataError, match=r"labels/im0\.png could not be decoded"):
-    complete.complete_folder(images, labels, str(tmp_path / "o3"), [run_dir], log=lambda s: None)
+    label_folder.complete_folder(images, labels, str(tmp_path / "o3"), [run_dir], log=lambda s: None)
 
 
 def test_failing_midway_leaves_no_partial_output(tmp_path, run_dir):
@@ -373,11 +374,11 @@ def test_failing_midway_leaves_no_partial_output(tmp_path, run_dir):
     f.write(good[: len(good) // 2])
   out = tmp_path / "out"
   with pytest.raises(DataError, match=r"labels/im2\.png"):
-    complete.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
+    label_folder.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
   assert not out.exists()  # neither finished outputs nor the scratch folder (nor the new folder) are left
   with open(os.path.join(labels, "im2.png"), "wb") as f:
     f.write(good)
-  reports = complete.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
+  reports = label_folder.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
   assert sorted(os.listdir(out)) == ["im0.png", "im1.png", "im2.png"] and len(reports) == 3
 
 
@@ -385,14 +386,14 @@ def test_later_run_removes_partial_folders_of_dead_runs_only(tmp_path):
   images, labels, _ = write_pairs(tmp_path, n=1)
   out = tmp_path / "out"
   dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-  stale = out / f"{complete.PARTIAL_PREFIX}{int(dead.stdout)}_abc"  # as a SIGKILLed run leaves it
-  legacy = out / f"{complete.PARTIAL_PREFIX}q1w2e3"                  # older versions: no pid
-  live = out / f"{complete.PARTIAL_PREFIX}{os.getpid()}_xyz"         # a completion still running
+  stale = out / f"{label_folder.PARTIAL_PREFIX}{int(dead.stdout)}_abc"  # as a SIGKILLed run leaves it
+  legacy = out / f"{label_folder.PARTIAL_PREFIX}q1w2e3"                  # older versions: no pid
+  live = out / f"{label_folder.PARTIAL_PREFIX}{os.getpid()}_xyz"         # a completion still running
   for d in (stale, legacy, live):
     d.mkdir(parents=True)
     (d / "im0.png").write_bytes(b"half")
   lines = []
-  complete.complete_folder(images, labels, str(out), method="nearest", log=lines.append)
+  label_folder.complete_folder(images, labels, str(out), method="nearest", log=lines.append)
   assert sorted(os.listdir(out)) == sorted(["im0.png", live.name])
   assert sum("left by an interrupted completion" in line for line in lines) == 2
 
@@ -485,10 +486,10 @@ def test_bad_input_is_one_line_error(tmp_path, run_dir, capsys, case):
 
 
 def test_nothing_to_fill_is_copied_without_running_the_model(tmp_path, run_dir):
-  c = complete.load_completer(run_dir, log=lambda s: None)
+  c = runs.load_completer(run_dir, log=lambda s: None)
   images, labels, given = write_pairs(tmp_path, n=1, box=None)
   lines = []
-  [r] = complete.complete_folder(images, labels, str(tmp_path / "out"), [c], missing="unknown",
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], missing="unknown",
                                  log=lines.append)
   assert (r.changed_pixels, r.tiles, r.ratio, c.traces) == (0, 0, 0.5, [])
   assert "nothing to fill" in lines[0] and (read(r.out_path) == given["im0"]).all()

@@ -27,7 +27,7 @@ from PIL import Image
 from test_reliability import (CONFIG, REPO, cli_env, data_positions, last_by_step, make_config, metric_rows,
                               read_state, saved_steps)
 
-LMAE_CONFIG = os.path.join(REPO, "configs", "lmae_synthetic.py")
+LMAE_CONFIG = os.path.join(REPO, "configs", "lmae.py")
 TWO_STEPS = {"train.steps": 2, "train.checkpoint_every": 1}
 
 
@@ -70,8 +70,8 @@ CLI_CASES = {  # id -> (args given tmp_path, fragments of the error line)
                      ["syntax.py has a syntax error at line 2"]),
     "get_config_raises": (lambda t: [f"--config={_config_file(t, 'raises', 'def get_config(arg=None):' + chr(10) + '  raise ValueError(arg)' + chr(10))}:xyz"],
                           ["raises.py:xyz", "get_config raised ValueError: xyz"]),
-    "bad_config_arg": (lambda t: [f"--config={REPO}/configs/lmae_camvid.py:abc"],
-                       ["lmae_camvid.py:abc", "'abc': expected cpu, recipe or a mask ratio"]),
+    "bad_config_arg": (lambda t: [f"--config={REPO}/configs/lmae.py:camvid,abc"],
+                       ["lmae.py:camvid,abc", "'abc' is not an accepted value", "size: full|cpu|recipe"]),
     "get_config_returns_none": (lambda t: [f"--config={_config_file(t, 'none', 'def get_config(arg=None):' + chr(10) + '  pass' + chr(10))}"],
                                 ["none.py", "get_config() returned NoneType", "ConfigDict"]),
     "no_config": (lambda t: [], ["--config is required", "e.g. --config=configs/"]),

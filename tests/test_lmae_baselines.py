@@ -10,12 +10,14 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
-from maskseg_jax import config_base, fills, metrics, sharding
-from maskseg_jax import lmae_inference as inf
-from maskseg_jax.masking import patches as P
+from maskseg_jax import config_base, metrics, sharding
 from maskseg_jax.methods import get_method
-from maskseg_jax.methods import lmae_eval
-from maskseg_jax.models import lmae, lmae_extensions as ext
+from maskseg_jax.methods.lmae import evaluator as lmae_eval
+from maskseg_jax.methods.lmae import extensions as ext
+from maskseg_jax.methods.lmae import fills
+from maskseg_jax.methods.lmae import inference as inf
+from maskseg_jax.methods.lmae import model as lmae
+from maskseg_jax.methods.lmae import patch_masks as P
 
 N = 6
 
@@ -25,7 +27,7 @@ def tiny_config(**overrides):
           "data.crop_size": (32, 32), "data.batch_size": 8, "data.eval_batch_size": 8,
           "model.image_size": (32, 32), "model.patch_size": 8, "model.enc_dim": 32, "model.dec_dim": 32,
           "train.steps": 2, "train.num_images": 1}
-  return config_base.load_config("lmae_synthetic", None, {**base, **overrides})
+  return config_base.load_config("lmae", "synthetic", {**base, **overrides})
 
 
 # --- fills -------------------------------------------------------------------------------------------------

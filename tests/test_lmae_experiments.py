@@ -161,11 +161,11 @@ def test_val_name_reads_val_from_another_dataset(tmp_path):
   from maskseg_jax.errors import ConfigError
   from maskseg_jax.methods import segmentation
   fixtures.make_folder_fixture(tmp_path, n=3, num_classes=6)
-  c = fixtures.load_config("configs/supervised_synthetic.py", None, **{
+  c = fixtures.load_config("configs/supervised.py", None, **{
       "data.name": "folder", "data.root": str(tmp_path), "data.val_name": "synthetic",
       "data.synthetic.num_val": 5})
   train_src, val_src = segmentation.load_sources(c)
   assert (train_src.name, len(train_src)) == ("folder", 3) and (val_src.name, len(val_src)) == ("synthetic", 5)
-  c2 = fixtures.load_config("configs/supervised_synthetic.py", None, **{"data.val_name": "nope"})
+  c2 = fixtures.load_config("configs/supervised.py", None, **{"data.val_name": "nope"})
   with pytest.raises(ConfigError, match="data.val_name"):
     config_checks.check_dataset_name(c2)

@@ -15,10 +15,10 @@ import pytest
 
 from maskseg_jax import config_base
 from maskseg_jax import metrics, sharding, train
-from maskseg_jax import lmae_inference as inf
 from maskseg_jax.data.sources import SyntheticSource
-from maskseg_jax.masking import patches as P
 from maskseg_jax.methods import get_method
+from maskseg_jax.methods.lmae import inference as inf
+from maskseg_jax.methods.lmae import patch_masks as P
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N = 6
@@ -28,7 +28,7 @@ def load_config(name: str, arg: str | None = None):
   return config_base.load_config(name, arg)
 
 def tiny_config(**overrides):
-  c = load_config("lmae_synthetic")
+  c = load_config("lmae", "synthetic")
   c.unlock()
   c.data.synthetic.num_train = 32
   c.data.synthetic.num_val = 16
@@ -228,9 +228,9 @@ def test_sharded_step_matches_single_device(tmp_path):
 
 
 # --- configs -----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name,arg,ratio", [("lmae_voc", "0.6", 0.6), ("lmae_cityscapes", None, 0.5),
-                                            ("lmae_camvid", "cpu_0.75", 0.75), ("lmae_camvid", None, 0.5),
-                                            ("lmae_synthetic", None, 0.5)])
+@pytest.mark.parametrize("name,arg,ratio", [("lmae_voc", "0.6", 0.6), ("lmae", "cityscapes", 0.5),
+                                            ("lmae", "camvid,cpu,0.75", 0.75), ("lmae", "camvid", 0.5),
+                                            ("lmae", "synthetic", 0.5), ("lmae", None, 0.5)])
 def test_configs_are_locked_lmae_configs(name, arg, ratio):
   c = load_config(name, arg)
   assert c.method == "lmae" and c.lmae.mask_ratio == ratio and c.train.best_metric == "val/pa_miou"

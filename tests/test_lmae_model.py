@@ -10,8 +10,8 @@ import pytest
 from flax import nnx
 
 from maskseg_jax.errors import ConfigError
-from maskseg_jax.masking import patches as P
-from maskseg_jax.models import lmae
+from maskseg_jax.methods.lmae import model as lmae
+from maskseg_jax.methods.lmae import patch_masks as P
 
 N, S, PS = 5, 32, 8  # classes, image size, patch size -> 16 patches
 L = (S // PS) ** 2

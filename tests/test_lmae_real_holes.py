@@ -1,4 +1,4 @@
-"""Realistic label damage (maskseg_jax.label_damage) and the real-holes score script against a hand computation."""
+"""Realistic label damage (maskseg_jax.methods.lmae.label_damage) and the real-holes score script against a hand computation."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from maskseg_jax import complete, config_base, train
-from maskseg_jax import label_damage as D
+from maskseg_jax import config_base, train
 from maskseg_jax.data import sources
+from maskseg_jax.methods.lmae import completion, runs
+from maskseg_jax.methods.lmae import label_damage as D
 from test_lmae_experiments import cache_flag, load_experiment
 
 
@@ -91,7 +92,7 @@ def test_thinned_boundaries_hit_boundary_pixels_only():
 
 
 # --- the script -------------------------------------------------------------------------------------------
-SYNTH = ["--config=lmae_synthetic", "--config_arg=", "--set=data.synthetic.num_val=2",
+SYNTH = ["--config=lmae", "--config_arg=synthetic", "--set=data.synthetic.num_val=2",
          "--set=data.synthetic.image_size=(32, 32)"]
 
 
@@ -99,7 +100,7 @@ SYNTH = ["--config=lmae_synthetic", "--config_arg=", "--set=data.synthetic.num_v
 def run_dir(tmp_path_factory):
   """A tiny synthetic L-MAE trained 2 steps (32 px input, patch 8), as tests/test_complete.py trains it."""
   workdir = str(tmp_path_factory.mktemp("lmae_run"))
-  c = config_base.load_config("lmae_synthetic", None, {
+  c = config_base.load_config("lmae", "synthetic", {
       "data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
       "data.crop_size": (40, 40), "data.batch_size": 8, "data.eval_batch_size": 8, "model.image_size": (32, 32),
       "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32, "optim.plateau_accumulation": 2,
@@ -124,13 +125,13 @@ def test_real_holes_scores_equal_a_hand_computation(run_dir, tmp_path):
   report = load_experiment("lmae_real_holes").main(
       SYNTH + [f"--model={run_dir}", "--methods=model,nearest", "--damages=blobs,objects", "--limit=1",
                f"--results={results}", cache_flag()])
-  config = config_base.load_config("lmae_synthetic", None, {"data.synthetic.num_val": 2,
+  config = config_base.load_config("lmae", "synthetic", {"data.synthetic.num_val": 2,
                                                             "data.synthetic.image_size": (32, 32)})
   src = sources.build_source(config.data, "val")
   item = src[0]
   n = src.num_classes
   name = "model:" + os.path.basename(run_dir)
-  completer = complete.load_completer(run_dir, log=lambda s: None)
+  completer = runs.load_completer(run_dir, log=lambda s: None)
   assert report["images"] == 1
   for kind in ("blobs", "objects"):
     truth = item["label"]
@@ -140,7 +141,7 @@ def test_real_holes_scores_equal_a_hand_computation(run_dir, tmp_path):
     known = damaged < 254
     _, (rows, cols) = ndimage.distance_transform_edt(~known, return_indices=True)
     nearest = damaged[rows, cols]
-    model, _ = complete.complete_label([completer], item["image"], damaged, missing="unknown")
+    model, _ = completion.complete_label([completer], item["image"], damaged, missing="unknown")
     assert np.array_equal(model[~hole], damaged[~hole])
     rows_ = report["results"][kind]["methods"]
     assert report["results"][kind]["hole_fraction"] == pytest.approx(hole.sum() / (truth < 254).sum())

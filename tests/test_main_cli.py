@@ -20,14 +20,14 @@ def run_cli(args, cwd):
 
 
 def test_unknown_config_key_names_the_key(tmp_path):
-  r = run_cli([f"--config={REPO}/configs/supervised_synthetic.py", "--config.train.stepz=3"], tmp_path)
+  r = run_cli([f"--config={REPO}/configs/supervised.py", "--config.train.stepz=3"], tmp_path)
   assert r.returncode != 0
   assert "stepz" in (r.stderr + r.stdout)
 
 
 def test_train_saves_config_and_resumes(tmp_path):
   work = tmp_path / "w"
-  base = [f"--config={REPO}/configs/supervised_synthetic.py", f"--workdir={work}", *TINY]
+  base = [f"--config={REPO}/configs/supervised.py", f"--workdir={work}", *TINY]
   r = run_cli(base + ["--config.train.steps=2"], tmp_path)
   assert r.returncode == 0, r.stderr[-3000:]
   saved = json.load(open(work / "config.json"))
@@ -42,15 +42,15 @@ def test_train_saves_config_and_resumes(tmp_path):
 
 def test_default_workdir_under_runs(tmp_path):
   # An unknown mode fails right after the run folder is made, so this checks the naming without training.
-  r = run_cli([f"--config={REPO}/configs/supervised_synthetic.py", "--config.mode=dance"], tmp_path)
+  r = run_cli([f"--config={REPO}/configs/supervised.py:synthetic,unet", "--config.mode=dance"], tmp_path)
   assert r.returncode == 2 and "config.mode='dance'" in r.stderr
   runs = os.listdir(tmp_path / "runs")
-  assert len(runs) == 1 and runs[0].startswith("supervised_synthetic_")
+  assert len(runs) == 1 and runs[0].startswith("supervised_synthetic_unet_")
   assert json.load(open(tmp_path / "runs" / runs[0] / "config.json"))["mode"] == "dance"
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
-  r = run_cli([f"--config={REPO}/configs/supervised_voc.py", f"--workdir={tmp_path / 'w'}",
+  r = run_cli([f"--config={REPO}/configs/supervised.py:voc", f"--workdir={tmp_path / 'w'}",
                "--config.data.root=/nonexistent/VOC2012"], tmp_path)
   assert r.returncode == 2
   assert "/nonexistent/VOC2012" in r.stderr and "JPEGImages" in r.stderr

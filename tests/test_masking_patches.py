@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from maskseg_jax.errors import ConfigError
-from maskseg_jax.masking import patches as P
+from maskseg_jax.methods.lmae import patch_masks as P
 
 
 def _label():

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from maskseg_jax import checkpointing, config_base, evaluate, optim
+from maskseg_jax import checkpointing, config_base, optim
 from maskseg_jax.errors import ConfigError
+from maskseg_jax.methods import segmentation_eval as evaluate
 
 
 def _optim_config(**kw):

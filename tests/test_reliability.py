@@ -29,7 +29,7 @@ from maskseg_jax.errors import CheckpointError
 from maskseg_jax.methods import get_method
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "supervised_synthetic.py")
+CONFIG = os.path.join(REPO, "configs", "supervised.py")
 # The tiny synthetic run of tests/test_main_cli.py, 8 steps, a checkpoint every 2, eval only at the end.
 SMALL = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
          "data.crop_size": (32, 32), "data.eval_size": (32, 32), "data.batch_size": 8, "data.eval_batch_size": 8,

@@ -12,15 +12,16 @@ import jax
 import numpy as np
 import pytest
 
-from maskseg_jax import config_base
 from maskseg_jax import checkpointing, pretrained, sharding, train
+from maskseg_jax import config_base
 from maskseg_jax.data import sources
 from maskseg_jax.errors import CheckpointError, ConfigError, DataError
-from maskseg_jax.masking import tiles
 from maskseg_jax.methods import segmentation
-from maskseg_jax.methods import selective_masking as sm
-from maskseg_jax.methods import selective_scoring, selective_stages
-from maskseg_jax.methods.selective_data import (ReconstructionTransform, canonical_view, partition_indices,
+from maskseg_jax.methods.selective_masking import scoring as selective_scoring
+from maskseg_jax.methods.selective_masking import stages as selective_stages
+from maskseg_jax.methods.selective_masking import task as sm
+from maskseg_jax.methods.selective_masking import tiles
+from maskseg_jax.methods.selective_masking.data import (ReconstructionTransform, canonical_view, partition_indices,
                                                 stage_plan, tile_grid, train_val_split)
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
@@ -39,7 +40,7 @@ TINY_SELECTIVE = {"selective.num_partitions": 2, "selective.steps_per_stage": 3,
 
 
 def tiny_pretrain(**overrides):
-  return load_config("selective_synthetic", None, **{**TINY, **TINY_SELECTIVE, **overrides})
+  return load_config("selective", "synthetic", **{**TINY, **TINY_SELECTIVE, **overrides})
 
 
 def _ckpt_params(directory):
@@ -80,8 +81,8 @@ def test_partitions_are_disjoint_cover_the_set_and_split_by_a_fixed_rule():
   assert len(stages) == 10 and not any(s.selective for s in stages)
   with pytest.raises(DataError, match="cannot fill 10 partitions"):
     stage_plan(15, sel)
-  with pytest.raises(ConfigError, match="selective strategy 'greedy'"):
-    load_config("selective_synthetic", "greedy")
+  with pytest.raises(ConfigError, match="'greedy' is not an accepted value"):
+    load_config("selective", "synthetic,greedy")
   with pytest.raises(ConfigError, match="selective.strategy='greedy'"):
     stage_plan(24, tiny_pretrain(**{"selective.strategy": "greedy"}).selective)
 
@@ -95,7 +96,7 @@ def test_stage_configs_chain_weights_and_map_the_global_stop_step(tmp_path):
   assert c0.train.stop_at == -1 and c1.train.stop_at == 1  # global step 4 = stage 1's first step
   assert c0.model.init_from == "" and c1.model.init_from == str(tmp_path / "stage_0")
   with pytest.raises(ConfigError, match="selective.steps_per_stage=3"):
-    selective_stages.run(tiny_pretrain(**{"train.steps": 10}), str(tmp_path / "w"))
+    selective_stages.run(tiny_pretrain(**{"train.steps": 10}), str(tmp_path / "w"), train.run)
 
 
 # ------------------------------------------------------------------------------------------ data and step
@@ -245,7 +246,7 @@ def test_run_interrupted_inside_stage_1_resumes_there_and_matches(straight, tmp_
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 def _finetune_config(init_from, **overrides):
-  return load_config("selective_finetune_synthetic", None,
+  return load_config("selective", "synthetic,finetune",
                      **{**TINY, "model.init_from": init_from, "train.steps": 2, **overrides})
 
 
@@ -308,24 +309,24 @@ def test_scoring_on_8_devices_equals_1_device():
 
 # ------------------------------------------------------------------------------------------ configs, experiment
 
-@pytest.mark.parametrize("name,arg", [("selective_voc", None), ("selective_cityscapes", "random"),
-                                      ("selective_camvid", None), ("selective_camvid", "cpu_random_stages"),
-                                      ("selective_folder", None), ("selective_synthetic", None)])
-def test_pretraining_configs(name, arg):
-  c = load_config(name, arg)
+@pytest.mark.parametrize("arg", ["voc", "cityscapes,random", "camvid", "camvid,cpu,random_stages", "folder",
+                                 "synthetic"])
+def test_pretraining_configs(arg):
+  c = load_config("selective", arg)
   assert c.method == "selective_masking" and c.model.name == "unet" and c.train.steps == 0
   grid = tile_grid(c.data, c.selective)
   assert grid.num_tiles == c.selective.grid ** 2 and c.data.batch_size % 8 == 0
-  assert c.selective.strategy == ({"random": "random", "cpu_random_stages": "random_stages"}.get(arg, "selective"))
-  if name == "selective_camvid" and arg and arg.startswith("cpu"):
+  assert c.selective.strategy == ({"cityscapes,random": "random", "camvid,cpu,random_stages": "random_stages"}
+                                  .get(arg, "selective"))
+  if arg.startswith("camvid,cpu"):
     assert c.data.image_scale == 0.25 and c.data.crop_size == (64, 64) and c.selective.grid == 8
     assert c.model.width == 0.25
 
 
 @pytest.mark.parametrize("name", ["voc", "cityscapes", "camvid", "folder", "synthetic"])
 def test_finetune_configs(name):
-  c = load_config(f"selective_finetune_{name}", None)
-  pre = load_config(f"selective_{name}", None)
+  c = load_config("selective", f"{name},finetune")
+  pre = load_config("selective", name)
   assert c.method == "supervised" and c.model.name == "unet" and c.model.init_from == ""
   assert (c.model.width, c.model.backbone) == (pre.model.width, pre.model.backbone)
   assert c.data.num_classes == pre.data.num_classes and c.optim.name == "adam"

@@ -16,9 +16,9 @@ from flax import nnx
 from maskseg_jax.data import strong_augment as sa
 from maskseg_jax.losses import consistency as cons
 from maskseg_jax.losses import feature as feat
-from maskseg_jax.masking.random_patches import apply_pixel_mask, num_masked_patches, random_patch_mask
-from maskseg_jax.methods.ensemble import multiscale_probs
-from maskseg_jax.models.mim_heads import ClassWiseReconstruction, norm_pix_target, pixel_shuffle
+from maskseg_jax.methods.semi_supervised.ensemble import multiscale_probs
+from maskseg_jax.methods.semi_supervised.mim_heads import ClassWiseReconstruction, norm_pix_target, pixel_shuffle
+from maskseg_jax.methods.semi_supervised.random_patches import apply_pixel_mask, num_masked_patches, random_patch_mask
 
 N_DRAWS = 400
 

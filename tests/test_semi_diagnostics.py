@@ -14,7 +14,13 @@ from flax import nnx
 
 from maskseg_jax import checkpointing, pretrained, sharding, train
 from maskseg_jax.errors import CheckpointError, ConfigError
-from maskseg_jax.methods import base, ensemble, segmentation, semi_diagnostics as diag, semi_supervised
+from maskseg_jax.methods import base, segmentation
+from maskseg_jax.methods.semi_supervised import diagnostics as diag
+from maskseg_jax.methods.semi_supervised import ensemble
+from maskseg_jax.methods.semi_supervised import model as semi_model
+from maskseg_jax.methods.semi_supervised import streams as semi_streams
+from maskseg_jax.methods.semi_supervised import task as semi_supervised
+from maskseg_jax.methods.semi_supervised import terms as semi_terms
 from maskseg_jax.models import build_model
 from test_semi_method import tiny_config
 
@@ -93,7 +99,7 @@ def test_eval_diagnostics_measure_the_unlabeled_truth(tmp_path_factory):
   pl = [v for k, v in out.items() if k.startswith("semi_diag/pl_share_all/")]
   assert len(truth) == 6 and sum(pl) == pytest.approx(1.0)
   # The truth shares are those of the first 12 unlabeled images, read here straight from the source.
-  _, unlabeled, _ = semi_supervised.semi_streams.load_semi_sources(tiny_config("fixmatch", **NEW), "/nonexistent")
+  _, unlabeled, _ = semi_streams.load_semi_sources(tiny_config("fixmatch", **NEW), "/nonexistent")
   labels = np.concatenate([unlabeled[i]["label"].ravel() for i in range(12)])
   labels = labels[labels < 6]
   want = np.bincount(labels, minlength=6) / labels.size
@@ -115,8 +121,8 @@ def _two_scales():
 def test_confident_guard_keeps_a_small_object_the_mean_drops():
   probs = _two_scales()
   thr = lambda y: 0.95  # noqa: E731
-  none = semi_supervised.ENSEMBLE_GUARDS["none"](probs, thr, None, None)
-  guarded = semi_supervised.ENSEMBLE_GUARDS["confident"](probs, thr, None, None)
+  none = semi_terms.ENSEMBLE_GUARDS["none"](probs, thr, None, None)
+  guarded = semi_terms.ENSEMBLE_GUARDS["confident"](probs, thr, None, None)
   np.testing.assert_allclose(none, ensemble.mean_probs(probs))
   assert float(none[0, 0, 1].max()) < 0.95  # the small object is lost to the threshold by the plain mean
   np.testing.assert_allclose(guarded[0, 0, 1], probs[0][0, 0, 1])  # only the confident scale counts
@@ -135,7 +141,7 @@ def test_prior_guard_restores_the_class_prior():
   probs = jax.nn.softmax(jnp.asarray(logits), -1)
   prior = jnp.array([0.5, 0.5])
   valid = jnp.ones(probs.shape[:3], bool)
-  aligned = semi_supervised.ENSEMBLE_GUARDS["prior"]([probs], None, prior, valid)
+  aligned = semi_terms.ENSEMBLE_GUARDS["prior"]([probs], None, prior, valid)
   before, after = jnp.argmax(probs, -1), jnp.argmax(aligned, -1)
   assert float(jnp.mean(before == 1)) < 0.3 < float(jnp.mean(after == 1))
   assert bool(jnp.all((before == 1) <= (after == 1)))  # nothing moves away from the boosted class
@@ -147,9 +153,9 @@ def test_step_updates_the_prior_and_class_thresholds(tmp_path_factory):
   task, step, mesh = _compiled(str(tmp_path_factory.getbasetemp() / "diag"))
   batch = next(task.train_iter)
   state, m = _step(task, step, mesh, batch)
-  labeled, _, _ = semi_supervised.semi_streams.load_semi_sources(tiny_config("fixmatch", **NEW), "/nonexistent",
+  labeled, _, _ = semi_streams.load_semi_sources(tiny_config("fixmatch", **NEW), "/nonexistent",
                                                                  unlabeled=False)
-  start = semi_supervised.labeled_class_prior(labeled, 6, 255)
+  start = semi_model.labeled_class_prior(labeled, 6, 255)
   every = np.concatenate([labeled[i]["label"].ravel() for i in range(len(labeled))])
   np.testing.assert_allclose(start, np.bincount(every[every < 6], minlength=6) / np.sum(every < 6), rtol=1e-6)
   np.testing.assert_allclose(task.state["extra"]["class_prior"], start)
@@ -158,8 +164,8 @@ def test_step_updates_the_prior_and_class_thresholds(tmp_path_factory):
   np.testing.assert_allclose(state["extra"]["class_prior"], want, rtol=1e-5)
   # Starting from beta = 1 every class's bar is tau, so the confident shares add up to the step's conf_frac.
   assert float(np.sum(state["extra"]["class_conf"])) == pytest.approx(0.99 + 0.01 * m["conf_frac"], rel=1e-5)
-  terms = semi_supervised.Terms.from_config(tiny_config("fixmatch", **NEW))
-  tau_c = np.asarray(semi_supervised.class_thresholds(terms, {"class_conf": jnp.array([0.4, 0.2, 0, 0, 0, 0.4])}))
+  terms = semi_terms.Terms.from_config(tiny_config("fixmatch", **NEW))
+  tau_c = np.asarray(semi_terms.class_thresholds(terms, {"class_conf": jnp.array([0.4, 0.2, 0, 0, 0, 0.4])}))
   np.testing.assert_allclose(tau_c, [0.5, max(0.2, 0.5 * 0.5 / 1.5), 0.2, 0.2, 0.2, 0.5], rtol=1e-6)
 
 
@@ -190,11 +196,11 @@ def test_warmup_then_ramp_of_the_unlabeled_terms(tmp_path_factory):
 
 def test_guard_and_threshold_configs_are_checked():
   with pytest.raises(ConfigError, match="ensemble_scales is empty"):
-    semi_supervised.Terms.from_config(tiny_config("unimatch", **{"semi.ensemble_guard": "prior"}))
+    semi_terms.Terms.from_config(tiny_config("unimatch", **{"semi.ensemble_guard": "prior"}))
   with pytest.raises(ConfigError, match="ensemble_guard='nope'"):
-    semi_supervised.Terms.from_config(tiny_config("maskmatch", **{"semi.ensemble_guard": "nope"}))
+    semi_terms.Terms.from_config(tiny_config("maskmatch", **{"semi.ensemble_guard": "nope"}))
   with pytest.raises(ConfigError, match="tau_min"):
-    semi_supervised.Terms.from_config(tiny_config("unimatch", **{"semi.threshold": "flexmatch", "semi.tau_min": 0.99}))
+    semi_terms.Terms.from_config(tiny_config("unimatch", **{"semi.threshold": "flexmatch", "semi.tau_min": 0.99}))
 
 
 # ------------------------------------------------------------------------------------------ encoders
@@ -222,10 +228,10 @@ def test_pretraining_encoder_into_semi_deeplab_and_supervised_unet(stages, tmp_p
   saved_p, saved_s = _fake_pretraining_run(run, stages)
   over = {"model.backbone": "resnet34", "model.deep_stem": False}
   config = tiny_config("unimatch", **over, **{"model.init_from": "encoder:" + run})
-  terms = semi_supervised.Terms.from_config(config)
-  _, _, state = semi_supervised.build_model_and_state(config, terms)
+  terms = semi_terms.Terms.from_config(config)
+  _, _, state = semi_model.build_model_and_state(config, terms)
   params = pretrained.flatten(state["params"])
-  scratch = pretrained.flatten(semi_supervised.build_model_and_state(tiny_config("unimatch", **over), terms)[2]["params"])
+  scratch = pretrained.flatten(semi_model.build_model_and_state(tiny_config("unimatch", **over), terms)[2]["params"])
   for name, value in params.items():
     inner = name[len("segmenter/"):]
     want = saved_p[inner] if inner.startswith("backbone/") else scratch[name]
@@ -247,12 +253,12 @@ def test_encoder_mismatches_name_the_variable(tmp_path):
   _fake_pretraining_run(run, 1)
   over = {"model.backbone": "resnet34", "model.deep_stem": False}
   with pytest.raises(CheckpointError, match=r"no variable 'aspp/.*encoder:PATH"):
-    semi_supervised.build_model_and_state(tiny_config("unimatch", **over, **{"model.init_from": run}),
-                                          semi_supervised.Terms.from_config(tiny_config("unimatch")))
+    semi_model.build_model_and_state(tiny_config("unimatch", **over, **{"model.init_from": run}),
+                                          semi_terms.Terms.from_config(tiny_config("unimatch")))
   deep = tiny_config("unimatch", **{"model.backbone": "resnet34", "model.init_from": "encoder:" + run})
   with pytest.raises(CheckpointError, match=r"'backbone/stem/0/conv/kernel' with shape \(7, 7, 3, 8\).*"
                                             r"\(3, 3, 3, 8\).*deep_stem"):
-    semi_supervised.build_model_and_state(deep, semi_supervised.Terms.from_config(deep))
+    semi_model.build_model_and_state(deep, semi_terms.Terms.from_config(deep))
   r18 = tiny_config("unimatch", **{**over, "model.backbone": "resnet18", "model.init_from": "encoder:" + run})
   with pytest.raises(CheckpointError, match=r"holds 'backbone/layer1/2/.*no place"):
-    semi_supervised.build_model_and_state(r18, semi_supervised.Terms.from_config(r18))
+    semi_model.build_model_and_state(r18, semi_terms.Terms.from_config(r18))

@@ -91,16 +91,18 @@ def test_semi_camvid_inits_and_seed_summary(tmp_path):
 def test_semi_camvid_recipe_config_args():
   from maskseg_jax import config_base
   from maskseg_jax.errors import ConfigError
-  path = os.path.join(REPO, "configs", "semi_camvid.py")
-  sup, uni, mm = (config_base.load_config(path, f"recipe_{v}") for v in ("supervised", "unimatch", "maskmatch"))
-  cpu = config_base.load_config(path, "cpu_unimatch")
+  path = os.path.join(REPO, "configs", "semi.py")
+  sup, uni, mm = (config_base.load_config(path, f"camvid,recipe,{v}") for v in ("supervised", "unimatch", "maskmatch"))
+  cpu = config_base.load_config(path, "camvid,cpu,unimatch")
+  sup32 = config_base.load_config(path, "camvid,recipe,supervised,32")
+  assert (sup.semi.labeled_fraction, sup32.semi.labeled_fraction) == (1 / 8, 1 / 32)
   assert sup.train.steps == uni.train.steps == 3600 and uni.semi.warmup_steps == 2400
   assert (uni.data.crop_size, uni.model.width) == (cpu.data.crop_size, cpu.model.width)  # only the schedule moves
   assert (cpu.semi.warmup_steps, cpu.semi.ensemble_guard) == (0, "none")  # cpu_ keeps the papers' settings
   assert mm.semi.ensemble_guard == "confident" and uni.semi.ensemble_guard == "none"
   try:
-    config_base.load_config(path, "huge_unimatch")
+    config_base.load_config(path, "camvid,huge,unimatch")
   except ConfigError as e:
-    assert "expected [cpu_|recipe_]<variant>" in str(e)
+    assert "'huge' is not an accepted value" in str(e) and "size: full|cpu|recipe" in str(e)
   else:
     raise AssertionError("a bad size prefix was accepted")

@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 
 import fixtures
-from maskseg_jax import config_base
 from maskseg_jax import checkpointing, sharding, train
-from maskseg_jax.data import semi_streams
+from maskseg_jax import config_base
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods import semi_supervised
+from maskseg_jax.methods import base
+from maskseg_jax.methods.semi_supervised import model as semi_model
+from maskseg_jax.methods.semi_supervised import step as semi_step
+from maskseg_jax.methods.semi_supervised import streams as semi_streams
+from maskseg_jax.methods.semi_supervised import task as semi_supervised
+from maskseg_jax.methods.semi_supervised import terms as semi_terms
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 UNIMATCH = ("loss", "loss_x", "loss_s1", "loss_s2", "loss_fp", "conf_frac", "lr")
@@ -46,7 +50,7 @@ def _load_config(name: str, arg: str | None):
   return config_base.load_config(name, arg)
 
 def tiny_config(variant: str = "unimatch", **overrides):
-  c = _load_config("semi_synthetic", variant)
+  c = _load_config("semi", f"synthetic,{variant}")
   c.unlock()
   c.data.synthetic.num_train = 40
   c.data.synthetic.num_val = 8
@@ -137,7 +141,7 @@ def test_paper_weighting_against_an_independent_forward(tmp_path_factory):
   task, _, _ = compiled("unimatch", 1, str(tmp_path_factory.getbasetemp() / "unimatch1"), over)
   # The same initial model, built independently (deterministic by seed), for a reference forward in train-mode
   # BN: the step's passes see [a, a], [a, a, a] and [a, a], whose batch statistics equal those of [a].
-  mdef, _, ref_state = semi_supervised.build_model_and_state(config, semi_supervised.Terms.from_config(config))
+  mdef, _, ref_state = semi_model.build_model_and_state(config, semi_terms.Terms.from_config(config))
   for a, b in zip(jax.tree.leaves(ref_state["params"]), jax.tree.leaves(task.state["params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   image = next(task.train_iter)["image"]
@@ -198,8 +202,8 @@ def test_masked_views_leave_bn_running_statistics_alone(tmp_path):
   import dataclasses
   from flax import nnx
   config = tiny_config("all", **dict(ALL_OVERRIDES))
-  terms = semi_supervised.Terms.from_config(config)
-  mdef, _, state = semi_supervised.build_model_and_state(config, terms)
+  terms = semi_terms.Terms.from_config(config)
+  mdef, _, state = semi_model.build_model_and_state(config, terms)
   labeled, unlabeled, _ = semi_streams.load_semi_sources(config, str(tmp_path))
   batch = {k: jnp.asarray(v) for k, v in next(semi_streams.train_stream(config, labeled, unlabeled)).items()}
   k = jax.random.split(jax.random.PRNGKey(0), 6)
@@ -207,8 +211,8 @@ def test_masked_views_leave_bn_running_statistics_alone(tmp_path):
 
   def running_stats(t):
     model = mdef.merge(state["params"], state["batch_stats"])
-    semi_supervised.base.reseed_dropout(model, keys["dropout"])
-    semi_supervised._forward(model, state, batch, keys, None, t)
+    base.reseed_dropout(model, keys["dropout"])
+    semi_step._forward(model, state, batch, keys, None, t)
     return jax.tree.leaves(nnx.state(model, nnx.BatchStat))
 
   with_masked = running_stats(terms)
@@ -326,7 +330,7 @@ def test_config_errors_name_the_fix(tmp_path):
   with pytest.raises(ConfigError, match="slices"):
     semi_streams.resolve_splits(tiny_config("unimatch", **{"semi.labeled_fraction": 0.5}), str(tmp_path))
   with pytest.raises(ConfigError, match="mask_ratio"):
-    semi_supervised.Terms.from_config(tiny_config("maskmatch", **{"semi.mask_ratio": 1.0}))
+    semi_terms.Terms.from_config(tiny_config("maskmatch", **{"semi.mask_ratio": 1.0}))
   with pytest.raises(ConfigError, match="encode/decode/classify"):
     semi_supervised.build(tiny_config("unimatch", **{"model.name": "unet"}), sharding.make_mesh(1), str(tmp_path))
 

@@ -10,7 +10,7 @@ from flax import nnx
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.masking import tiles
+from maskseg_jax.methods.selective_masking import tiles
 
 
 def _np_tile_scores(pred, target, grid):

@@ -19,7 +19,7 @@ TINY = {"data.synthetic.num_train": 32, "data.synthetic.num_val": 16, "data.synt
 
 
 def tiny_config(**overrides):
-  return fixtures.load_config("configs/supervised_synthetic.py", **{**TINY, **overrides})
+  return fixtures.load_config("configs/supervised.py", **{**TINY, **overrides})
 
 
 def _params(workdir):

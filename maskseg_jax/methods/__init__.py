@@ -14,10 +14,10 @@ from types import ModuleType
 from maskseg_jax.errors import ConfigError
 
 METHODS = {
-    "supervised": "maskseg_jax.methods.supervised",
-    "lmae": "maskseg_jax.methods.lmae",
-    "semi_supervised": "maskseg_jax.methods.semi_supervised",
-    "selective_masking": "maskseg_jax.methods.selective_masking",
+    "supervised": "maskseg_jax.methods.supervised.task",
+    "lmae": "maskseg_jax.methods.lmae.task",
+    "semi_supervised": "maskseg_jax.methods.semi_supervised.task",
+    "selective_masking": "maskseg_jax.methods.selective_masking.task",
 }
 
 

@@ -16,9 +16,9 @@ from PIL import Image
 
 from maskseg_jax import optim, pretrained, sharding
 from maskseg_jax.data import sources
-from maskseg_jax.evaluate import SegmentationEvaluator
 from maskseg_jax.losses import segmentation as seg_losses
 from maskseg_jax.methods import base
+from maskseg_jax.methods.segmentation_eval import SegmentationEvaluator
 from maskseg_jax.models import build_model
 
 

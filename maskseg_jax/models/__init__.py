@@ -58,7 +58,7 @@ def _build_fcn(model_config, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
              rngs=rngs)
 
 
-# Another helper adds "lmae" (models/lmae.py) here; the lead wires that line in.
+# Another helper adds "lmae" (methods/lmae/model.py) here; the lead wires that line in.
 MODELS: dict[str, Callable[..., nnx.Module]] = {
     "deeplabv3plus": _build_deeplabv3plus,
     "unet": _build_unet,

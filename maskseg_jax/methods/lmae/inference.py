@@ -1,0 +1,213 @@
+"""L-MAE masking, prediction and composition shared by the train step, the evaluators and label completion.
+
+One definition of each rule: which patches a strategy masks (optionally forcing patches with unknown pixels),
+which pixels those patches cover, and how a prediction is composed into a label so that pixels outside the
+filled region are copied unchanged. Host-side helpers map labels between an arbitrary size and the model
+grid with one explicit nearest-neighbour index map, so a pixel and its model position agree both ways.
+
+Completion-only helpers (`maskseg_jax/complete.py`): tiles of a file at the training field of view
+(`tile_starts`), the given labels as confident logits beside the model's at masked patches (`given_logits`,
+before the resize), bilinear resizing of logits back to file pixels (`resize_bilinear`), and the few static
+masked-patch counts the jitted model is compiled for (`mask_buckets`, `bucket`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from maskseg_jax.errors import ConfigError
+from maskseg_jax.methods.lmae import patch_masks as P
+
+
+def geometry(model_config) -> tuple[int, int, int, int]:
+  """(patch size p, model h, model w, number of patches L) from `model.*`."""
+  p = int(model_config.patch_size)
+  size = model_config.image_size
+  h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+  return p, h, w, (h // p) * (w // p)
+
+
+patch_pixels = P.patch_pixels  # bool[B,L] patch mask -> bool[B,H,W] pixel mask (shared with the model)
+
+
+def strategy_choice(rng: jax.Array, batch: int, probs: Sequence[float]) -> jax.Array:
+  """int[B] index into `STRATEGY_ORDER` that `mixed_strategy_scores(rng, ...)` uses for each sample.
+
+  `mixed_strategy_scores` splits its key into (strategy, noise) and draws with the first; the train step
+  repeats that draw only to log the strategy mix (a test pins the two together).
+  """
+  return P.draw_strategies(jax.random.split(rng)[0], batch, probs)
+
+
+def strategy_mask(label: jax.Array, rng: jax.Array, *, strategy: str, k: int, p: int,
+                  background_classes: Sequence[int], ignore_label: int = 255, force: jax.Array | None = None):
+  """One strategy's static-K mask of int[B,H,W] labels: (ids_keep, ids_masked, mask bool[B,L]).
+
+  `force` (bool[B,L]) patches are masked before any other (explicit unknown regions).
+  """
+  if strategy not in P.MASK_STRATEGIES:
+    raise ConfigError(f"mask strategy {strategy!r} is unknown; expected one of {sorted(P.MASK_STRATEGIES)}")
+  b = P.background_proportion(label, p, background_classes, ignore_label)
+  scores = P.MASK_STRATEGIES[strategy](rng, b)
+  if force is not None:
+    scores = P.forced_scores(scores, force)
+  return P.mask_from_scores(scores, k)
+
+
+def compose(label: jax.Array, pred: jax.Array, region: jax.Array) -> jax.Array:
+  """Prediction inside `region`, the given label everywhere else (works on jnp and np arrays)."""
+  xp = np if isinstance(label, np.ndarray) else jnp
+  return xp.where(region, pred.astype(label.dtype), label)
+
+
+def given_pixels(label: np.ndarray, num_classes: int, background_classes: Sequence[int]) -> np.ndarray:
+  """Pixels a completion must keep: a foreground class id (not background, void or unknown)."""
+  given = label < num_classes
+  for c in background_classes:
+    given &= label != c
+  return given
+
+
+# --- host-side size mapping ---------------------------------------------------------------------------
+def nearest_index(src: int, dst: int) -> np.ndarray:
+  """int[dst]: source index sampled by each of `dst` evenly spread output positions (pixel centres)."""
+  return np.minimum(((np.arange(dst) + 0.5) * src / dst).astype(np.int64), src - 1)
+
+
+def resize_nearest(x: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+  """Resizes the first two axes of `x` by nearest neighbour with `nearest_index` (labels, masks)."""
+  h, w = x.shape[:2]
+  return x[nearest_index(h, int(size_hw[0]))][:, nearest_index(w, int(size_hw[1]))]
+
+
+def model_patch_of_pixels(size_hw: Sequence[int], model_hw: Sequence[int], p: int) -> np.ndarray:
+  """int[H,W]: the model patch each original pixel reads its prediction from (after `resize_nearest` back)."""
+  rows = nearest_index(int(model_hw[0]), int(size_hw[0])) // p
+  cols = nearest_index(int(model_hw[1]), int(size_hw[1])) // p
+  return rows[:, None] * (int(model_hw[1]) // p) + cols[None, :]
+
+
+def patches_with(pixels: np.ndarray, patch_of_pixel: np.ndarray, num_patches: int) -> np.ndarray:
+  """bool[L]: patches (via `model_patch_of_pixels`) that any True pixel of bool[H,W] `pixels` maps to."""
+  out = np.zeros(num_patches, bool)
+  out[patch_of_pixel[pixels]] = True
+  return out
+
+
+# --- completion at the file's resolution -------------------------------------------------------------
+# Masked-patch counts (as fractions of L) the completion model is compiled for: a file needing M masked patches
+# runs at the smallest bucket >= M, the extra masked patches chosen Background-First (their pixels are never
+# written). Few buckets = few compiles; fine ones at the low end, where a few missing pixels are common.
+BUCKET_FRACTIONS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8, 1.0)
+# A file side up to this much longer than the training field of view is one tile (scale within 10%).
+TILE_TOLERANCE = 0.1
+
+
+def mask_buckets(num_patches: int, extra: Sequence[int] = ()) -> tuple[int, ...]:
+  """Sorted masked-patch counts in [1, L - 1] (at least one patch stays visible, as the model needs)."""
+  top = max(1, num_patches - 1)
+  counts = {math.ceil(f * num_patches) for f in BUCKET_FRACTIONS} | {int(e) for e in extra}
+  return tuple(sorted({min(top, max(1, c)) for c in counts}))
+
+
+def bucket(need: int, buckets: Sequence[int]) -> int:
+  """The smallest bucket >= `need` (the largest if none is)."""
+  return next((b for b in buckets if b >= need), buckets[-1])
+
+
+def tile_starts(size: int, window: int, tol: float = TILE_TOLERANCE) -> tuple[list[int], int]:
+  """(starts, length) of the fewest evenly overlapping windows of `window` px that cover `size` px.
+
+  A side within `tol` of one window (or shorter: the caller pads it to `window`, as training pads small
+  images) is a single window of the whole side.
+  """
+  if size <= window * (1.0 + tol):
+    return [0], size
+  n = math.ceil(size / window)
+  return [int(v) for v in np.linspace(0, size - window, n).round()], window
+
+
+def _bilinear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(lo, hi, weight of hi) per output position: half-pixel-centre linear interpolation, edges clamped."""
+  c = np.clip((np.arange(dst) + 0.5) * src / dst - 0.5, 0, src - 1)
+  lo = np.floor(c).astype(np.int64)
+  f = (c - lo).astype(np.float32)
+  hi = np.where(f > 0, np.minimum(lo + 1, src - 1), lo)
+  return lo, hi, f
+
+
+def bilinear_matrix(src: int, dst: int) -> np.ndarray:
+  """float32[dst, src]: row i holds the linear-interpolation weights output position i takes from the input."""
+  lo, hi, f = _bilinear_taps(src, dst)
+  m = np.zeros((dst, src), np.float32)
+  np.add.at(m, (np.arange(dst), lo), 1.0 - f)
+  np.add.at(m, (np.arange(dst), hi), f)
+  return m
+
+
+def resize_bilinear(x: np.ndarray, size_hw: Sequence[int]) -> np.ndarray:
+  """float[h,w,C] logits -> float32[H,W,C] by bilinear interpolation (never nearest of argmax labels)."""
+  ry = bilinear_matrix(x.shape[0], int(size_hw[0]))
+  rx = bilinear_matrix(x.shape[1], int(size_hw[1]))
+  return np.einsum("Hh,hwc,Ww->HWc", ry, np.asarray(x, np.float32), rx, optimize=True)
+
+
+# Softmax level of a given label's logit: a one-hot logit of log(LEVEL (N-1) / (1 - LEVEL)) is softmax LEVEL.
+GIVEN_LEVEL = 0.999
+
+
+def given_logit(num_classes: int, level: float = GIVEN_LEVEL) -> float:
+  """The one-hot logit whose softmax puts `level` on its class (0 elsewhere): 9.2 for 11 classes at 99.9%.
+
+  Mixed by interpolation half-and-half with a model logit vector m, the given class c still wins unless
+  m_j - m_c > this value, i.e. unless the model is over `level` sure of another class: a given label is as
+  confident as a very confident prediction, and no more (logit offsets cancel, so only differences count).
+  """
+  return float(math.log(level * max(num_classes - 1, 1) / (1.0 - level)))
+
+
+def given_logits(logits: np.ndarray, label: np.ndarray, masked_px: np.ndarray, num_classes: int,
+                 level: float = GIVEN_LEVEL) -> np.ndarray:
+  """float32[h,w,N] model-resolution logits to resize: the model's at masked pixels, a one-hot of the given
+  class (`given_logit`) at visible class pixels, 0 (no vote) at visible pixels with no class (void, padding).
+
+  A masked-loss model's logits at visible patches were never trained, so they must not vote; the given
+  labels do instead, so interpolation next to a hole leans to the classes on its rim.
+  """
+  cls = (label >= 0) & (label < num_classes)
+  onehot = np.eye(num_classes, dtype=np.float32)[np.where(cls, label, 0)] * given_logit(num_classes, level)
+  visible = np.where(cls[..., None], onehot, np.float32(0))
+  return np.where(masked_px[..., None], np.asarray(logits, np.float32), visible)
+
+
+def tent(h: int, w: int, floor: float = 0.1) -> np.ndarray:
+  """float32[h,w] blending weight of a tile: 1 at its centre, `floor` at its border (overlaps blend smoothly)."""
+  def axis(n):
+    return 1.0 - (1.0 - floor) * np.abs(2.0 * (np.arange(n) + 0.5) / n - 1.0)
+  return np.outer(axis(h), axis(w)).astype(np.float32)
+
+
+def masked_view(raw_image: np.ndarray, label: np.ndarray, mask_px: np.ndarray, dim: float = 0.35) -> np.ndarray:
+  """What the model is given, as a picture: label colours on visible pixels, the dimmed image elsewhere."""
+  from maskseg_jax import visualize
+  dimmed = (np.asarray(raw_image, np.float32) * dim).astype(np.uint8)
+  return np.where(np.asarray(mask_px)[..., None], dimmed, visualize.colorize(label))
+
+
+def degrade_label(label: np.ndarray, rng: np.random.Generator, *, patch: int = 16, fraction: float = 0.5,
+                  background: int = 0) -> np.ndarray:
+  """The spec's label-degradation protocol (paper IV-C): a random `fraction` of the label's foreground-bearing
+  `patch` x `patch` tiles (edge tiles may be smaller) set to `background`; void pixels in them too."""
+  out = label.copy()
+  h, w = label.shape
+  tiles = [(y, x) for y in range(0, h, patch) for x in range(0, w, patch)
+           if ((label[y:y + patch, x:x + patch] != background) & (label[y:y + patch, x:x + patch] != 255)).any()]
+  for i in rng.permutation(len(tiles))[:int(round(fraction * len(tiles)))]:
+    y, x = tiles[i]
+    out[y:y + patch, x:x + patch] = background
+  return out

@@ -1,0 +1,261 @@
+"""Completing a folder of label files: pairing, PNG read/write (palette kept), staging so nothing is
+overwritten or left half-written, interruption clean-up, and `config.mode=complete`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import tempfile
+import threading
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from PIL import Image
+
+from maskseg_jax.data import sources
+from maskseg_jax.errors import ConfigError, DataError
+from maskseg_jax.methods.lmae.completion import (DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
+                                               make_completer, pair_completer)
+from maskseg_jax.methods.lmae.runs import resolve_models
+
+
+PARTIAL_PREFIX = ".maskseg_partial_"
+
+
+# --- folders ----------------------------------------------------------------------------------------------
+def _stem(f: str) -> str:
+  return os.path.splitext(f)[0]
+
+
+def pair_files(images_dir: str, labels_dir: str) -> list[tuple[str, str, str]]:
+  """(image path, label path, stem) for every image; DataError naming any image without a label or vice versa."""
+  for what, d in (("images", images_dir), ("labels", labels_dir)):
+    if not os.path.isdir(d):
+      raise DataError(f"{what} folder {d} not found")
+  images = sorted(f for f in os.listdir(images_dir) if f.lower().endswith(sources.IMAGE_EXTS))
+  labels = {_stem(f): f for f in os.listdir(labels_dir) if f.lower().endswith(".png")}
+  stems = [_stem(f) for f in images]
+  dup = sorted({s for s in stems if stems.count(s) > 1})
+  if dup:
+    raise DataError(f"{images_dir} has several images named {dup[0]}.* ; expected one image per stem")
+  for f in images:
+    if _stem(f) not in labels:
+      raise DataError(f"image {os.path.join(images_dir, f)} has no label {_stem(f)}.png in {labels_dir}")
+  orphans = sorted(set(labels) - set(stems))
+  if orphans:
+    raise DataError(f"label {os.path.join(labels_dir, labels[orphans[0]])} has no image in {images_dir} "
+                    f"({len(orphans)} labels without an image)")
+  if not images:
+    raise DataError(f"{images_dir} holds no .jpg/.jpeg/.png image")
+  return [(os.path.join(images_dir, f), os.path.join(labels_dir, labels[_stem(f)]), _stem(f)) for f in images]
+
+
+def read_label_png(path: str) -> tuple[np.ndarray, list[int] | None, dict]:
+  """(uint8 ids, palette or None, PNG info to keep such as transparency)."""
+  label = sources.read_label(path)
+  with Image.open(path) as im:
+    palette = im.getpalette() if im.mode == "P" else None
+    info = {k: im.info[k] for k in ("transparency",) if k in im.info}
+  return label, palette, info
+
+
+def write_label_png(path: str, label: np.ndarray, palette: list[int] | None, info: dict) -> None:
+  """Writes ids as a palette PNG with `palette` (as read) or as grayscale."""
+  label = np.ascontiguousarray(label, np.uint8)
+  if palette is not None:
+    im = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
+    im.putpalette(palette)
+  else:
+    im = Image.fromarray(label)
+  im.save(path, **info)
+
+
+@dataclasses.dataclass
+class FileReport:
+  name: str
+  out_path: str
+  changed_pixels: int
+  method: str                    # model | hybrid | nearest | geodesic
+  ratio: float | None            # routed ratio of the model used (None: a fill)
+  masked_fraction: float | None  # largest fraction of patches masked in one tile (None: a fill)
+  background_proportion: float   # pixels that are no foreground class (void, unknown, background classes)
+  tiles: int                     # model inputs run for this file
+
+
+def _inside(path: str, folder: str) -> bool:
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def check_out_dir(out_dir: str, images_dir: str, labels_dir: str) -> None:
+  """The output must be a folder (new or existing) outside both input folders."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise DataError(f"output {out_dir} is an existing file; expected a folder (new, or holding none of the "
+                    "output names)")
+  for what, folder in (("labels", labels_dir), ("images", images_dir)):
+    if os.path.realpath(out_dir) == os.path.realpath(folder):
+      raise DataError(f"output folder {out_dir} is an input folder ({what}); expected a new folder (inputs are "
+                      "never overwritten)")
+    if _inside(out_dir, folder):
+      raise DataError(f"output folder {out_dir} is inside the {what} folder {folder}; expected a folder outside "
+                      "the inputs (a later run would read the completed labels as inputs)")
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, another user's
+    return True
+  return True
+
+
+def remove_stale_partials(out_dir: str, log: Callable[[str], None] = print) -> list[str]:
+  """Removes `.maskseg_partial_<pid>_*` folders whose process is gone (a completion killed with SIGKILL or a
+  crash); folders of a live completion are left alone. Names without a pid (older versions) count as stale."""
+  removed = []
+  if not os.path.isdir(out_dir):
+    return removed
+  for entry in sorted(os.listdir(out_dir)):
+    path = os.path.join(out_dir, entry)
+    if not entry.startswith(PARTIAL_PREFIX) or not os.path.isdir(path):
+      continue
+    m = re.match(re.escape(PARTIAL_PREFIX) + r"(\d+)_", entry)
+    if m and _pid_alive(int(m.group(1))):
+      continue
+    shutil.rmtree(path, ignore_errors=True)
+    removed.append(path)
+    log(f"removed {path}, left by an interrupted completion (its outputs were never moved into place)")
+  return removed
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM during a completion, raised like Ctrl-C so every `finally` (the staging clean-up) runs."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+  """While active (main thread only), SIGTERM raises `Terminated` instead of killing the process outright."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handler(signum, frame):
+    raise Terminated(f"signal {signum}")
+
+  previous = signal.signal(signal.SIGTERM, handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _describe(r: FileReport) -> str:
+  if r.method not in MODEL_METHODS:
+    how = r.method
+  elif r.tiles == 0:
+    how = "nothing to fill"
+  else:
+    how = (f"{r.method} ratio {r.ratio:g}, {r.masked_fraction:.0%} of patches masked, {r.tiles} "
+           f"tile{'s' if r.tiles != 1 else ''}")
+  return f"{r.name}: {r.changed_pixels} pixels changed ({how})"
+
+
+def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
+                    method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
+                    checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
+                    log: Callable[[str], None] = print) -> list[FileReport]:
+  """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
+
+  models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (only for
+  method='model'). Nothing is written unless every output name is free and every pair succeeds.
+  """
+  for what, value, allowed in (("method", method, METHODS), ("missing", missing, tuple(MISSING)),
+                               ("scale", scale, tuple(SCALES))):
+    if value not in allowed:
+      raise ConfigError(f"--{what}={value!r} is unknown; expected one of {', '.join(allowed)}")
+  if method in MODEL_METHODS and not models:
+    raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN (or --method=nearest|geodesic, "
+                      "which need no model)")
+  if method != "model" and not MISSING[missing].exact:
+    raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method={method} needs "
+                      "--missing=unknown or unknown_and_void (or use --method=model)")
+  check_out_dir(out_dir, images_dir, labels_dir)
+  pairs = pair_files(images_dir, labels_dir)
+  outputs = [os.path.join(out_dir, os.path.basename(lp)) for _, lp, _ in pairs]
+  for path in outputs:
+    if os.path.exists(path):
+      raise DataError(f"output file {path} already exists; refusing to overwrite it (choose a new output "
+                      "folder)")
+  if method in MODEL_METHODS:
+    completers = resolve_models(models, checkpoint, log)
+  elif models:
+    log(f"note: --method={method} uses no model; ignoring --model")
+  run = pair_completer(method, completers if method in MODEL_METHODS else (), missing=missing, scale=scale,
+                       unknown_value=unknown_value, radius=radius)
+  remove_stale_partials(out_dir, log)
+  created = not os.path.isdir(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  # Outputs go to a scratch folder first and move into place only when every pair succeeded, so a bad pair
+  # met halfway leaves no partial result behind (and a rerun into the same folder is not refused).
+  staging = tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}_", dir=out_dir)
+  reports, over = [], []
+  try:
+    with terminate_as_interrupt():
+      for (image_path, label_path, stem), out_path in zip(pairs, outputs):
+        image = sources.read_image(image_path)
+        label, palette, info = read_label_png(label_path)
+        if label.shape != image.shape[:2]:
+          raise DataError(f"label {label_path} is {label.shape[0]}x{label.shape[1]} but image {image_path} is "
+                          f"{image.shape[0]}x{image.shape[1]}; expected the same size")
+        out, fields = run(image, label, name=label_path)
+        write_label_png(os.path.join(staging, os.path.basename(out_path)), out, palette, info)
+        report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
+        log(_describe(report))
+        reports.append(report)
+        if method == "model" and report.tiles:
+          trained = max(c.train_ratio for c in completers if c.ratio == report.ratio)
+          if report.masked_fraction > trained + 1e-9:
+            over.append((report.name, report.masked_fraction, trained))
+      for report in reports:
+        os.replace(os.path.join(staging, os.path.basename(report.out_path)), report.out_path)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+    if created and not os.listdir(out_dir):  # a failed run leaves no trace (a folder it made, still empty)
+      os.rmdir(out_dir)
+  if over:
+    worst = max(over, key=lambda o: o[1])
+    log(f"warning: {len(over)} files needed more patches masked than their model was trained at (most: "
+        f"{worst[0]}, {worst[1]:.0%} masked by a ratio-{worst[2]:g} model): "
+        f"{', '.join(o[0] for o in over[:5])}{' ...' if len(over) > 5 else ''}; train a higher-ratio model")
+  log(f"wrote {len(reports)} completed labels to {out_dir}")
+  return reports
+
+
+def complete_from_config(config, mdef, state) -> dict:
+  """`config.mode=complete`: this run's model (plus `lmae.complete_models`) on the `lmae.complete_*` folders.
+
+  `lmae.complete_missing` / `complete_scale`, where the config has them, pick `--missing` / `--scale`.
+  """
+  lc = config.lmae
+  missing = [f"lmae.{k}" for k in ("complete_images", "complete_labels", "complete_out") if not lc[k]]
+  if missing:
+    raise ConfigError(f"config.mode=complete needs {', '.join(missing)} (folders of images, labels and a new "
+                      "output folder)")
+  if jax.process_count() > 1:
+    raise ConfigError("config.mode=complete runs in one process (every process would write the same files); "
+                      "use maskseg-complete --model=<workdir> on one host")
+  own = make_completer(config, mdef, state["params"], state["batch_stats"], name="this run")
+  reports = complete_folder(lc.complete_images, lc.complete_labels, lc.complete_out,
+                            [own, *lc.complete_models], checkpoint=lc.complete_checkpoint,
+                            missing=lc.get("complete_missing", DEFAULT_MISSING),
+                            scale=lc.get("complete_scale", "train"))
+  return {"complete/files": float(len(reports)),
+          "complete/changed_pixels": float(sum(r.changed_pixels for r in reports))}
