@@ -7,7 +7,7 @@
 
 1. Degrade: every training label of the dataset (CamVid train) is written, with its image copied unchanged, to
    the new folder dataset `<workdir>/data/degraded/{images,labels}/` (`folder` layout, native resolution): in
-   each label a random 50% of its foreground-bearing tiles (`lmae_inference.degrade_label`, seeded per image)
+   each label a random 50% of its foreground-bearing tiles (`inference.degrade_label`, seeded per image)
    are set to `--degrade_to`. Tiles are `--degrade_patch` pixels at the training image scale (16 px at CamVid's
    0.25 = 64 px in the files), so training sees the spec's 16x16 protocol. CamVid has no background class, so
    by default degraded tiles become void (255): the label is missing there, and L-MAE completion (which fills

@@ -16,13 +16,13 @@ value is refused. Given pixels are never changed (checked for every file; a viol
 
 `--method=model` (default; needs --model): in `unknown*` modes exactly the patches that hold a missing pixel
 (after the nearest-neighbour resize of the label to the model input) are masked, so every given label outside
-them reaches the model; the count is rounded up to one of a few static buckets (`lmae_inference.BUCKET_FRACTIONS`
+them reaches the model; the count is rounded up to one of a few static buckets (`inference.BUCKET_FRACTIONS`
 of L, plus each model's training budget) so the jitted model compiles once per bucket, the extra masked patches
 chosen Background-First (their pixels are not written). `--scale=train` (default) cuts the file into the fewest
 evenly overlapping tiles of the field of view the run was trained on (`data.crop_size / data.image_scale` file
 pixels, resized to `model.image_size`; a side within 10% of it is one tile, a shorter one is padded as training
 pads); `fit` resizes the whole file to the model input. At model resolution the logits are composed before any
-resize (`lmae_inference.given_logits`): the model's at pixels of masked patches; at visible pixels, whose model
+resize (`inference.given_logits`): the model's at pixels of masked patches; at visible pixels, whose model
 logits a masked-loss model never learnt, a one-hot logit of the given class at the 99.9% softmax level, or 0
 (no vote) where the visible label is no class (void given under `--missing=unknown`, tile padding). These are
 bilinearly resized to file pixels, so a missing pixel next to the hole's rim leans to the given classes there;

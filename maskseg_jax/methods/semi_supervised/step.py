@@ -1,6 +1,6 @@
 """Semi-supervised segmentation: UniMatch weak-to-strong consistency with optional S4MIM and MaskMatch terms.
 
-One pure train step whose loss terms are switched by `config.semi` weights (see `semi_config.py`):
+One pure train step whose loss terms are switched by `config.semi` weights (see `config.py`):
 
   L = scale * (w_x L_x + w_s1 L_s1 + w_s2 L_s2 + w_fp L_fp) + l_rec L_rec + l_agg L_agg + l_sem L_sem
       + l_mask L_mask
@@ -16,12 +16,12 @@ statistics with the update discarded (`teacher_batch_stats`, the default: what t
 mode on running statistics. Prototypes (S4MIM) and the EMA teacher live in `state["extra"]`, are updated
 outside the gradient and are checkpointed with the state.
 
-This project's extensions (off by default, see `semi_config.py`): `warmup_steps` / `rampup_steps` start the
+This project's extensions (off by default, see `config.py`): `warmup_steps` / `rampup_steps` start the
 unlabeled terms after a labeled-only warm-up (`unlabeled_weight`); `ensemble_guard` combines the teacher's
 scales by a collapse guard instead of the plain mean (`ENSEMBLE_GUARDS`); `threshold="flexmatch"` replaces
 the one `tau` by class-wise thresholds from an EMA of each class's confident share (`THRESHOLDS`, state
 `extra["class_conf"]`); `diagnostics` adds pseudo-label accuracy against the unlabeled truth (`u_truth`, read
-by `semi_diagnostics` only) to the step metrics and a `SemiDiagnostics` evaluator to every eval.
+by `diagnostics.py` only) to the step metrics and a `SemiDiagnostics` evaluator to every eval.
 """
 
 from __future__ import annotations
