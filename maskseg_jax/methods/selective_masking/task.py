@@ -4,7 +4,7 @@
 head reconstructs crops whose masked tiles are filled with the mean colour, trained with `L1 + (1 - MS-SSIM)`
 over the whole image (in [0, 1] intensities). Stage 0 (and every stage of the random strategies) draws a fresh
 random mask per sample and step; a selective stage trains on the fixed masks in `<workdir>/masks.npz` that the
-driver scored with the previous stage's model. `run(config, workdir)` (called by `train.run`) drives all stages:
+driver scored with the previous stage's model. `run(config, workdir, train_run)` (called by `train.run`) drives all stages:
 see `stages.py`. Fine-tuning is plain `supervised` with `model.init_from` (see `pretrained`).
 """
 
