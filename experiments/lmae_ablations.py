@@ -7,7 +7,7 @@
 Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
 change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
 every group. The `extensions` group switches this project's extensions off one at a time (nearest prior,
-refinement head, both): run it with `--config_arg=recipe`, where they are on. With several `--seeds` every cell
+refinement head, both) and swaps the nearest prior for the geodesic one: run it with `--config_arg=recipe`, where they are on. With several `--seeds` every cell
 is the mean over seeds (± half the range), and the non-learned fills scored on the same masks (identical in
 every run: the eval masks do not depend on the seed) are rows of their own, with the margin of each variant
 over the best fill. Each run is scored on val at its own training ratio with Background-First
@@ -46,12 +46,14 @@ VARIANTS = {
     "no_prior": {"model.prior": "none"},
     "no_refine": {"model.refine_width": 0},
     "no_extensions": {"model.prior": "none", "model.refine_width": 0},
+    "geodesic_prior": {"model.prior": "geodesic"},
 }
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
             "random_only": "Random only", "bf_only": "Background-First only", "lf_only": "Label-First only",
             "no_prior": "without the nearest prior", "no_refine": "without the refinement head",
-            "no_extensions": "without both (the paper's model)"}
+            "no_extensions": "without both (the paper's model)",
+            "geodesic_prior": "geodesic prior instead of the nearest one"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
     "camvid": {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
@@ -83,7 +85,7 @@ def group_variants(group: str, ratios) -> list[str]:
   if group == "ratio":
     return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
   if group == "extensions":
-    return ["baseline", "no_prior", "no_refine", "no_extensions"]
+    return ["baseline", "geodesic_prior", "no_prior", "no_refine", "no_extensions"]
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 

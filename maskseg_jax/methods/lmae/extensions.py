@@ -4,6 +4,9 @@
                             pixel (computed in-graph from the visible labels only, by jump flooding), and its
                             one-hot joins the image patch in Image Patch Supplement, so a masked token starts from
                             "what a two-line fill would say" instead of from the image alone.
+  model.prior = "geodesic"  Geodesic-visible-label prior: the same, but "nearest" along image regions (the geodesic
+                            fill of `fills.py`, in-graph by Bellman-Ford relaxation), so the prior does not leak
+                            a label across a colour edge; the stronger fill on CamVid (README).
   model.refine_width = C    Pixel-level refinement head: a small conv U-Net over the image, the decoder's logits,
                             the prior and the visible labels adds residual logits at full resolution (zero-init,
                             so it starts as the plain model), so predictions follow image edges instead of being
@@ -21,9 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from maskseg_jax.config_base import IMAGENET_STD
 from maskseg_jax.errors import ConfigError
-
-PRIORS = ("none", "nearest")
 
 
 def nearest_visible_label(label: jax.Array, known: jax.Array) -> jax.Array:
@@ -71,6 +73,54 @@ def nearest_visible_seed(label: jax.Array, known: jax.Array):
   return seeds[2].astype(jnp.int32), seeds[0], seeds[1]
 
 
+# fills.COLOUR_COST per RGB distance in [0, 1] units; the model sees images normalized by the ImageNet std, so a
+# normalized difference is scaled back by that std (mean of the three channels, within 2% of each).
+GEODESIC_COLOUR_COST = 30.0 * float(sum(IMAGENET_STD) / 3)
+_NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+
+
+def geodesic_visible_seed(label: jax.Array, known: jax.Array, image: jax.Array):
+  """Like `nearest_visible_seed`, but the seed is the `known` pixel reached by the cheapest 8-connected path,
+  a step costing its length times (1 + cost x the colour distance it crosses): `fills.geodesic_fill` in-graph.
+
+  Jacobi relaxation (Bellman-Ford) for H + W rounds, each taking the best of the 8 neighbours: exact for every
+  shortest path of at most H + W steps (the Chebyshev-nearest seed is always within max(H, W) steps, so every
+  pixel is reached; a cheaper path with more steps than that is missed). `image` is the normalized image.
+  """
+  b, h, w = label.shape
+  big = jnp.float32(1e9)
+  ys = jnp.arange(h, dtype=jnp.float32)[None, :, None]
+  xs = jnp.arange(w, dtype=jnp.float32)[None, None, :]
+  state = jnp.stack([jnp.where(known, 0.0, big), jnp.where(known, ys, big), jnp.where(known, xs, big),
+                     jnp.where(known, label, -1).astype(jnp.float32)])  # [4,B,H,W]: cost, seed row, col, label
+  rgb = jnp.pad(image.astype(jnp.float32), ((0, 0), (1, 1), (1, 1), (0, 0)))
+  inside = jnp.pad(jnp.ones((h, w), bool), 1)
+  step_cost = []  # the cost of stepping from each neighbour into each pixel; never from outside the image
+  for dy, dx in _NEIGHBOURS:
+    nb = rgb[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+    colour = jnp.linalg.norm(nb - image, axis=-1)
+    cost = math.hypot(dy, dx) * (1.0 + GEODESIC_COLOUR_COST * colour)
+    step_cost.append(jnp.where(inside[1 + dy:1 + dy + h, 1 + dx:1 + dx + w], cost, big))
+  step_cost = jnp.stack(step_cost)  # [8,B,H,W]
+
+  def one_round(_, state):
+    padded = jnp.pad(state, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=big)
+    cands = jnp.stack([padded[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in _NEIGHBOURS])
+    cands = cands.at[:, 0].add(step_cost)  # [8,4,B,H,W]
+    cands = jnp.concatenate([state[None], cands])
+    best = jnp.argmin(cands[:, 0], axis=0)
+    return jnp.take_along_axis(cands, best[None, None], axis=0)[0]
+
+  state = jax.lax.fori_loop(0, h + w, one_round, state)
+  return state[3].astype(jnp.int32), state[1], state[2]
+
+
+PRIORS = {  # model.prior -> (label, known, image) -> (seed label, seed row, seed col)
+    "nearest": lambda label, known, image: nearest_visible_seed(label, known),
+    "geodesic": geodesic_visible_seed,
+}
+
+
 PRIOR_CUES = 4  # seed distance + RGB difference to the seed, per pixel
 
 
@@ -81,13 +131,13 @@ def prior_features(image: jax.Array, label: jax.Array, visible_px: jax.Array, nu
   its seed (normalized-RGB difference), which a small conv head cannot compute when the seed is far away.
   All zero for "none" and where nothing is visible.
   """
-  if prior not in PRIORS:
-    raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {PRIORS}")
+  if prior != "none" and prior not in PRIORS:
+    raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {('none', *PRIORS)}")
   b, h, w = label.shape
   if prior == "none":
     return jnp.zeros((b, h, w, num_classes), image.dtype), jnp.zeros((b, h, w, PRIOR_CUES), image.dtype)
   known = visible_px & (label >= 0) & (label < num_classes)
-  fill, sy, sx = nearest_visible_seed(label, known)
+  fill, sy, sx = PRIORS[prior](label, known, image)
   found = fill >= 0
   ys = jnp.arange(h, dtype=jnp.float32)[None, :, None]
   xs = jnp.arange(w, dtype=jnp.float32)[None, None, :]

@@ -15,7 +15,7 @@ See `../shared/specs/lmae.md`, section "Model".
   optional overrides, used when present and > 0 (otherwise taken from `size`):
   enc_depth, dec_depth, enc_dim, dec_dim, enc_heads, dec_heads, mlp_ratio
   this project's extensions (off when absent; `methods/lmae/extensions.py`):
-  prior         "none" | "nearest": nearest-visible-label prior fed to IPS and the refinement head
+  prior         "none" | "nearest" | "geodesic": visible-label prior fed to IPS and the refinement head
   refine_width  int; > 0 adds a pixel-level conv refinement head of that width
 
 Encoder parameters live under `model.backbone` (the project convention); L-MAE trains everything with one
@@ -196,8 +196,8 @@ class LMAE(nnx.Module):
     self.grid = (h // p, w // p)
     self.fuse = fuse
     self.ips = ips
-    if prior not in ext.PRIORS:
-      raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {ext.PRIORS}")
+    if prior != "none" and prior not in ext.PRIORS:
+      raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {('none', *ext.PRIORS)}")
     if prior != "none" and not ips:
       raise ConfigError("model.prior needs model.ips=True (the prior joins the image patch of masked tokens)")
     self.prior = prior
