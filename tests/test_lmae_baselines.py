@@ -74,6 +74,26 @@ def test_jump_flood_prior_equals_exact_nearest_distance():
   assert (np.asarray(nothing) == -1).all()
 
 
+def test_geodesic_prior_equals_the_geodesic_fill():
+  """The in-graph prior (Bellman-Ford on the normalized image) picks the fill's seed label: two colour regions
+  whose edge is not where the nearest visible pixel would split the hole."""
+  rng = np.random.default_rng(2)
+  h, w = 16, 24
+  label = np.where(np.arange(w)[None, :] < 9 + np.arange(h)[:, None] // 4, 0, 1) * np.ones((h, 1), np.int64)
+  label[:, 18:] = 2
+  raw = (np.stack([label * 90, 200 - label * 60, 40 + label * 50], -1) + rng.integers(0, 12, (h, w, 3))).astype(np.uint8)
+  known = np.ones((h, w), bool)
+  known[2:14, 4:22] = False
+  known[6:8, 10:12] = True                 # an island of class 1 inside the hole
+  want = fills.geodesic_fill(label, known, raw)
+  image = (raw / 255.0 - np.asarray(config_base.IMAGENET_MEAN)) / np.asarray(config_base.IMAGENET_STD)
+  got, _, _ = ext.geodesic_visible_seed(jnp.asarray(label[None]), jnp.asarray(known[None]),
+                                        jnp.asarray(image[None], jnp.float32))
+  got = np.asarray(got)[0]
+  np.testing.assert_array_equal(got, want)
+  assert (got == label).mean() > (fills.nearest_fill(label, known, raw) == label).mean()  # image-aware
+
+
 # --- the evaluator -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
@@ -142,7 +162,8 @@ def _inputs(seed=0):
   return image, label, ids_keep, ids_masked, np.asarray(inf.patch_pixels(mask, 8, 32, 32))
 
 
-@pytest.mark.parametrize("kw", [dict(prior="nearest"), dict(refine_width=4), dict(prior="nearest", refine_width=4)])
+@pytest.mark.parametrize("kw", [dict(prior="nearest"), dict(refine_width=4), dict(prior="nearest", refine_width=4),
+                                dict(prior="geodesic", refine_width=4)])
 def test_extensions_keep_masked_labels_hidden(kw):
   model = _model(**kw)
   image, label, keep, masked, mask_px = _inputs()
@@ -181,6 +202,23 @@ def test_refine_head_starts_as_identity_and_then_trains():
   changed = model(image, label, keep, masked, train=False)
   model.refine.out.kernel[...] = jnp.zeros_like(model.refine.out.kernel[...])
   assert float(jnp.abs(changed - model(image, label, keep, masked, train=False)).max()) > 1e-3
+
+
+def test_mirror_average_is_flip_equivariant():
+  """Mirror averaging makes the completion exactly left-right equivariant; the plain model is not."""
+  model = _model(prior="geodesic", refine_width=4)
+  model.refine.out.kernel[...] = 0.1 * jnp.ones_like(model.refine.out.kernel[...])
+  image, label, keep, masked, mask_px = _inputs()
+  grid_w = 32 // 8
+  m_keep, m_masked = inf.mirrored_patch_ids(keep, grid_w), inf.mirrored_patch_ids(masked, grid_w)
+  mask = jnp.zeros((2, 16), bool).at[jnp.arange(2)[:, None], m_masked].set(True)
+  np.testing.assert_array_equal(np.asarray(inf.patch_pixels(mask, 8, 32, 32)), mask_px[:, :, ::-1])
+  flip = lambda x: x[:, :, ::-1]
+  for mirror, equivariant in ((True, True), (False, False)):
+    a = inf.completion_logits(model, image, label, keep, masked, mirror=mirror)
+    b = inf.completion_logits(model, flip(image), flip(label), m_keep, m_masked, mirror=mirror)
+    gap = float(jnp.abs(flip(a) - b).max())
+    assert (gap < 1e-4) == equivariant, (mirror, gap)
 
 
 def test_build_lmae_reads_the_extension_flags():

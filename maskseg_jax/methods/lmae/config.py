@@ -18,6 +18,7 @@ LMAE_DEFAULTS = dict(
     beta=1.0, gamma=1.0, xi=1e-6,   # eq. 10 (fixed, not learned: see the spec)
     loss_region="masked",           # masked (MAE-style) | all
     eval_strategies=("background_first", "random"),  # first -> val/*, others -> val_<name>/*
+    mirror_average=False,           # this project's extension: average with the mirrored input at eval/completion
     eval_seed=0,                    # fixed masking noise, so evals are comparable between steps
     eval_baselines=("nearest", "geodesic"),  # non-learned fills scored beside the model (maskseg_jax/methods/lmae/fills.py)
     unknown_value=254,              # label value a user sets on pixels to complete (always masked)

@@ -59,6 +59,28 @@ def strategy_mask(label: jax.Array, rng: jax.Array, *, strategy: str, k: int, p:
   return P.mask_from_scores(scores, k)
 
 
+def mirrored_patch_ids(ids: jax.Array, grid_w: int) -> jax.Array:
+  """int[B,K] patch ids of a row-major grid `grid_w` patches wide -> the same patches after a horizontal flip."""
+  return (ids // grid_w) * grid_w + (grid_w - 1 - ids % grid_w)
+
+
+def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
+                      mirror: bool = False) -> jax.Array:
+  """The model's logits [B,H,W,N] at inference (eval and completion).
+
+  `mirror` (this project's extension, `lmae.mirror_average`): also run the horizontally flipped image, label and
+  patch mask (the same patches, mirrored) and average the two softmaxes (returned as log-probabilities): street
+  scenes are left-right symmetric, so the mirrored view is a second opinion at twice the cost.
+  """
+  logits = model(image, label, ids_keep, ids_masked, train=False).astype(jnp.float32)
+  if not mirror:
+    return logits
+  grid_w = image.shape[2] // model.patch_size
+  flipped = model(image[:, :, ::-1], label[:, :, ::-1], mirrored_patch_ids(ids_keep, grid_w),
+                  mirrored_patch_ids(ids_masked, grid_w), train=False).astype(jnp.float32)[:, :, ::-1]
+  return jnp.log((jax.nn.softmax(logits, -1) + jax.nn.softmax(flipped, -1)) / 2 + 1e-12)
+
+
 def compose(label: jax.Array, pred: jax.Array, region: jax.Array) -> jax.Array:
   """Prediction inside `region`, the given label everywhere else (works on jnp and np arrays)."""
   xp = np if isinstance(label, np.ndarray) else jnp
