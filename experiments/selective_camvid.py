@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
   args = ap.parse_args(argv)
   import jax  # after argument parsing: importing JAX is slow
   from maskseg_jax import train
-  from maskseg_jax.data.sources import CAMVID_CLASSES
+  from maskseg_jax.data.file_layouts import CAMVID_CLASSES
 
   if args.xla_cache:
     jax.config.update("jax_compilation_cache_dir", args.xla_cache)

@@ -7,7 +7,7 @@ import fixtures
 import pytest
 
 from maskseg_jax import train
-from maskseg_jax.data.sources import CAMVID_DEFAULT_ROOT
+from maskseg_jax.data.file_layouts import CAMVID_DEFAULT_ROOT
 
 
 @pytest.mark.skipif(not os.path.isdir(CAMVID_DEFAULT_ROOT), reason="../shared/data/camvid is not beside the checkout")

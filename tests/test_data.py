@@ -11,11 +11,12 @@ from PIL import Image
 from maskseg_jax.config_base import base_config
 from maskseg_jax.data import pipeline, splits
 from maskseg_jax.data import sources as S
+from maskseg_jax.data import file_layouts as L
 from maskseg_jax.data import transforms as T
 from maskseg_jax.errors import ConfigError, DataError
 import fixtures  # tests/fixtures.py; pytest puts tests/ on sys.path
 
-CAMVID = str(S.CAMVID_DEFAULT_ROOT)
+CAMVID = str(L.CAMVID_DEFAULT_ROOT)
 
 
 def _data_config(**overrides):
@@ -35,7 +36,7 @@ def voc(tmp_path):
 # ---------------------------------------------------------------------------------------------- sources
 
 def test_voc_reads_palette_indices_and_aug_fallback(voc):
-  src = S.VOCSource(voc["root"], "trainval")
+  src = L.VOCSource(voc["root"], "trainval")
   assert len(src) == 6 and src.num_classes == 21 and src.class_names[15] == "person"
   assert "SegmentationClassAug" in src.items[-1][1] and "SegmentationClass/" in src.items[0][1]
   for i in range(len(src)):
@@ -44,7 +45,7 @@ def test_voc_reads_palette_indices_and_aug_fallback(voc):
     np.testing.assert_array_equal(ex["label"], voc["labels"][ex["id"]])  # indices, not palette colours
     assert np.abs(ex["image"].astype(int) - voc["images"][ex["id"]]).mean() < 16  # JPEG, lossy
   assert [src.id_of(i) for i in range(4)] == voc["names"][:4]
-  assert len(S.VOCSource(voc["root"], "train")) == 4 and len(S.VOCSource(voc["root"], "val")) == 2
+  assert len(L.VOCSource(voc["root"], "train")) == 4 and len(L.VOCSource(voc["root"], "val")) == 2
   assert S.validate_source(src, -1) == 6
 
 
@@ -53,7 +54,7 @@ def test_voc_split_files_pairs_and_names(voc, tmp_path):
   pairs.write_text("".join(f"/JPEGImages/{n}.jpg /SegmentationClass/{n}.png\n" for n in voc["names"][:3]))
   names = tmp_path / "names.txt"
   names.write_text("".join(f"{n}\n" for n in voc["names"][:3]))
-  a, b = S.VOCSource(voc["root"], str(pairs)), S.VOCSource(voc["root"], str(names))
+  a, b = L.VOCSource(voc["root"], str(pairs)), L.VOCSource(voc["root"], str(names))
   assert len(a) == len(b) == 3
   for i in range(3):
     assert a[i]["id"] == b[i]["id"] == voc["names"][i]
@@ -61,7 +62,7 @@ def test_voc_split_files_pairs_and_names(voc, tmp_path):
 
 
 def test_voc_label_dir_overrides(voc):
-  src = S.VOCSource(voc["root"], "trainval", label_dir="SegmentationClassAug")
+  src = L.VOCSource(voc["root"], "trainval", label_dir="SegmentationClassAug")
   missing = src.check_files()
   assert len(missing) == 5 and all("SegmentationClassAug" in p for p in missing)
   with pytest.raises(DataError, match=voc["names"][0]):
@@ -70,7 +71,7 @@ def test_voc_label_dir_overrides(voc):
 
 def test_cityscapes_layout(tmp_path):
   cs = fixtures.make_cityscapes_fixture(tmp_path / "cs", {"train": 3, "val": 2})
-  train, val = S.CityscapesSource(cs["root"], "train"), S.CityscapesSource(cs["root"], "val")
+  train, val = L.CityscapesSource(cs["root"], "train"), L.CityscapesSource(cs["root"], "val")
   assert (len(train), len(val), train.num_classes, train.class_names[-1]) == (3, 2, 19, "bicycle")
   for src in (train, val):
     for i in range(len(src)):
@@ -82,7 +83,7 @@ def test_cityscapes_layout(tmp_path):
 
 def test_folder_pairs_flat_and_split(tmp_path):
   flat = fixtures.make_folder_fixture(tmp_path / "flat", n=4, num_classes=5, image_ext=".jpg")
-  src = S.FolderSource(flat["root"], "", num_classes=5)
+  src = L.FolderSource(flat["root"], "", num_classes=5)
   assert len(src) == 4 and [src.id_of(i) for i in range(4)] == flat["all"]
   np.testing.assert_array_equal(src[2]["label"], flat["labels"][flat["all"][2]])
   sp = fixtures.make_folder_fixture(tmp_path / "split", num_classes=5, splits={"train": 3, "val": 2})
@@ -141,7 +142,7 @@ def test_synthetic_is_deterministic_and_varied():
 def _voc_with(tmp_path, mutate):
   info = fixtures.make_voc_fixture(tmp_path / "bad", n=3, val=1)
   target = mutate(info)
-  return S.VOCSource(info["root"], "trainval"), target
+  return L.VOCSource(info["root"], "trainval"), target
 
 
 def _replace_label(info, array):
@@ -185,24 +186,24 @@ def test_bad_items_name_the_file(tmp_path, case):
 
 def test_bad_roots_and_splits(tmp_path, voc):
   with pytest.raises(DataError, match=r"VOC root .*nowhere not found: expected JPEGImages/"):
-    S.VOCSource(tmp_path / "nowhere", "train")
+    L.VOCSource(tmp_path / "nowhere", "train")
   with pytest.raises(DataError, match=r"Cityscapes root .*nowhere not found"):
-    S.CityscapesSource(tmp_path / "nowhere", "train")
+    L.CityscapesSource(tmp_path / "nowhere", "train")
   with pytest.raises(DataError, match=r"images/ .*labels/"):
-    S.FolderSource(tmp_path / "nowhere", num_classes=3)
+    L.FolderSource(tmp_path / "nowhere", num_classes=3)
   with pytest.raises(DataError, match=r"CamVid .*nowhere not found"):
-    S.CamVidSource(tmp_path / "nowhere", "train")
+    L.CamVidSource(tmp_path / "nowhere", "train")
   with pytest.raises(DataError, match=r"test\.txt not found .*available: \['train', 'trainval', 'val'\]"):
-    S.VOCSource(voc["root"], "test")
+    L.VOCSource(voc["root"], "test")
   empty = tmp_path / "empty.txt"
   empty.write_text("\n")
   with pytest.raises(DataError, match="empty.txt lists no images"):
-    S.VOCSource(voc["root"], str(empty))
+    L.VOCSource(voc["root"], str(empty))
   with pytest.raises(DataError, match="nofile.txt not found"):
-    S.VOCSource(voc["root"], "splits/nofile.txt")
+    L.VOCSource(voc["root"], "splits/nofile.txt")
   listed = tmp_path / "missing.txt"
   listed.write_text(f"{voc['names'][0]}\nghost_image\n")
-  src = S.VOCSource(voc["root"], str(listed))
+  src = L.VOCSource(voc["root"], str(listed))
   with pytest.raises(DataError, match="ghost_image.jpg"):
     S.validate_source(src, 0)
 
@@ -211,12 +212,12 @@ def test_bad_folder_and_cityscapes(tmp_path):
   fo = fixtures.make_folder_fixture(tmp_path / "fo", n=3, num_classes=4)
   os.remove(os.path.join(fo["root"], "labels", f"{fo['all'][1]}.png"))
   with pytest.raises(DataError, match=fo["all"][1]):
-    S.FolderSource(fo["root"], num_classes=4)
+    L.FolderSource(fo["root"], num_classes=4)
   cs = fixtures.make_cityscapes_fixture(tmp_path / "cs", {"val": 2})
   gone = os.path.join(cs["root"], "gtFine", "val", "bochum", f"{cs['val'][1]}_gtFine_labelTrainIds.png")
   os.remove(gone)
   with pytest.raises(DataError, match=f"createTrainIdLabelImgs.*{cs['val'][1]}_gtFine_labelTrainIds.png"):
-    S.validate_source(S.CityscapesSource(cs["root"], "val"), 0)
+    S.validate_source(L.CityscapesSource(cs["root"], "val"), 0)
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -401,8 +402,8 @@ def test_tfds_round_trip(tmp_path, voc):
   assert name == "maskseg_folder/vocfix"
   d = _data_config(name="tfds", root=str(tmp_path / "tfds"), tfds_name=name, num_classes=21)
   for split in ("train", "val"):
-    packed, folder = S.build_source(d, split), S.VOCSource(voc["root"], split)
-    assert len(packed) == len(folder) and packed.class_names == S.VOC_CLASSES
+    packed, folder = S.build_source(d, split), L.VOCSource(voc["root"], split)
+    assert len(packed) == len(folder) and packed.class_names == L.VOC_CLASSES
     for i in range(len(folder)):
       a, b = packed[i], folder[i]
       assert a["id"] == b["id"]
@@ -422,7 +423,7 @@ def test_make_split_files(tmp_path):
   for f, k in zip((1 / 16, 1 / 8, 1 / 4), (1, 2, 4)):
     lab_path, unl_path = out[f]
     assert lab_path.endswith(os.path.join(str(k), "labeled.txt"))
-    lab, unl = S.VOCSource(info["root"], lab_path), S.VOCSource(info["root"], unl_path)
+    lab, unl = L.VOCSource(info["root"], lab_path), L.VOCSource(info["root"], unl_path)
     assert (len(lab), len(unl)) == (k, 16 - k)
     ids = {lab.id_of(i) for i in range(k)}
     assert ids.isdisjoint(unl.id_of(i) for i in range(len(unl)))
@@ -431,5 +432,5 @@ def test_make_split_files(tmp_path):
   again = splits.make_split_files(info["root"], seed=1, out_dir=tmp_path / "again")
   assert open(again[1 / 4][0]).read() == open(out[1 / 4][0]).read()
   if os.path.isdir(CAMVID):
-    cam = splits.make_split_files(S.CamVidSource("", "train"), seed=0, out_dir=tmp_path / "camvid")
+    cam = splits.make_split_files(L.CamVidSource("", "train"), seed=0, out_dir=tmp_path / "camvid")
     assert [sum(1 for _ in open(p)) for p, _ in cam.values()] == [23, 46, 92]

@@ -396,7 +396,7 @@ def test_16bit_images_decode_to_their_values(tmp_path, kind):
   """Training and completion read images through `sources.read_image`: 16-bit values v become round(v/257)
   (they used to clip to 255, white)."""
   import fixtures
-  from maskseg_jax.data import sources
+  from maskseg_jax.data import file_layouts, sources
   info = fixtures.make_folder_fixture(tmp_path / "data", n=2, size=(12, 10), num_classes=5)
   path = os.path.join(info["root"], "images", "img_000.png")
   gray = (np.arange(120).reshape(12, 10) * 546).astype(np.uint16)  # 0..64974
@@ -409,7 +409,7 @@ def test_16bit_images_decode_to_their_values(tmp_path, kind):
     _png16_rgb(rgb, path)
     want = (rgb >> 8).astype(np.uint8)
   np.testing.assert_array_equal(sources.read_image(path), want)
-  source = sources.FolderSource(info["root"], "", num_classes=5)
+  source = file_layouts.FolderSource(info["root"], "", num_classes=5)
   item = source[[source.id_of(i) for i in range(len(source))].index("img_000")]
   np.testing.assert_array_equal(item["image"], want)
   assert len(np.unique(item["image"])) > 50  # not the flat white the clipping decode gave

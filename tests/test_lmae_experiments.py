@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from maskseg_jax.data.sources import CAMVID_DEFAULT_ROOT, read_label
+from maskseg_jax.data.file_layouts import CAMVID_DEFAULT_ROOT
+from maskseg_jax.data.sources import read_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_camvid = pytest.mark.skipif(not os.path.isdir(CAMVID_DEFAULT_ROOT),

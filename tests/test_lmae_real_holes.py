@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 from scipy import ndimage

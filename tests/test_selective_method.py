@@ -338,7 +338,7 @@ def test_camvid_experiment_smoke(tmp_path):
   spec.loader.exec_module(exp)
   report = exp.main(["--workdir", str(tmp_path), "--tiny", "--partitions=2", "--steps_per_stage=1",
                      "--finetune_steps=1", f"--xla_cache={jax.config.jax_compilation_cache_dir or ''}"])
-  from maskseg_jax.data.sources import CAMVID_CLASSES
+  from maskseg_jax.data.file_layouts import CAMVID_CLASSES
   assert set(report["finetune"]) == {"selective", "random", "none"} and report["pretrain_steps"] == 2
   for row in report["finetune"].values():
     assert 0.0 <= row["miou"] <= 1.0 and set(row["iou"]) == set(CAMVID_CLASSES) and len(row["miou_seeds"]) == 1

@@ -26,7 +26,7 @@ import numpy as np
 from absl import flags
 
 from maskseg_jax.data import transforms as T
-from maskseg_jax.data.sources import Source
+from maskseg_jax.data.source_base import Source
 from maskseg_jax.errors import ConfigError, DataError
 
 Example = dict[str, Any]

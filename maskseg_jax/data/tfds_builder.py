@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from maskseg_jax.data import file_layouts
 from maskseg_jax.data import sources as sources_lib
 from maskseg_jax.errors import DataError
 
@@ -81,12 +82,12 @@ def prepare_tfds(root: str | os.PathLike, data_dir: str | os.PathLike, *, name: 
     if not re.fullmatch(r"\w+", tfds_split):
       raise DataError(f"TFDS split name {tfds_split!r} (for {split}) must be an identifier; pass a mapping")
     if reader == "camvid":
-      srcs[tfds_split] = sources_lib.CamVidSource(root, split, label_dir=label_dir, ignore_label=ignore_label)
+      srcs[tfds_split] = file_layouts.CamVidSource(root, split, label_dir=label_dir, ignore_label=ignore_label)
     elif reader == "voc":
       n = num_classes or 21
-      srcs[tfds_split] = sources_lib.VOCSource(
+      srcs[tfds_split] = file_layouts.VOCSource(
           root, split, label_dir=label_dir, num_classes=n,
-          class_names=sources_lib.VOC_CLASSES if n == 21 else None, ignore_label=ignore_label)
+          class_names=file_layouts.VOC_CLASSES if n == 21 else None, ignore_label=ignore_label)
     else:
       raise DataError(f"prepare_tfds reader {reader!r} unknown; expected 'camvid' or 'voc'")
   for src in srcs.values():

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from maskseg_jax.data.sources import Source
+from maskseg_jax.data.source_base import Source
 from maskseg_jax.errors import ConfigError, DataError
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from maskseg_jax.data import sources
+from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
 from maskseg_jax.methods.lmae.completion import (DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
                                                make_completer, pair_completer)
@@ -38,7 +39,7 @@ def pair_files(images_dir: str, labels_dir: str) -> list[tuple[str, str, str]]:
   for what, d in (("images", images_dir), ("labels", labels_dir)):
     if not os.path.isdir(d):
       raise DataError(f"{what} folder {d} not found")
-  images = sorted(f for f in os.listdir(images_dir) if f.lower().endswith(sources.IMAGE_EXTS))
+  images = sorted(f for f in os.listdir(images_dir) if f.lower().endswith(file_layouts.IMAGE_EXTS))
   labels = {_stem(f): f for f in os.listdir(labels_dir) if f.lower().endswith(".png")}
   stems = [_stem(f) for f in images]
   dup = sorted({s for s in stems if stems.count(s) > 1})
