@@ -35,7 +35,10 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe][,<variant>][,<n>]`.
            on for camvid (`semi_diag/*`: share passing tau, pseudo-label accuracy against the unlabeled truth,
            class shares). Our extensions, off unless set: `--config.semi.ensemble_guard=confident|prior`,
            `--config.semi.threshold=flexmatch`. From a selective/random-masking pretraining:
-           `--config.model.backbone=resnet34 --config.model.deep_stem=False --config.model.init_from=encoder:RUN`.
+           `--config.model.backbone=resnet34 --config.model.deep_stem=False --config.model.init_from=encoder:RUN`
+           (its encoder into DeepLabV3+), or the pretraining's own U-Net, every weight but the head:
+           `--config.model.name=unet --config.model.backbone=resnet34 --config.model.deep_stem=False
+           --config.model.init_from=RUN` (UniMatch's FP branch then drops channels of all four encoder maps).
 """
 
 from maskseg_jax.config_base import base_config, parse_arg, refuse

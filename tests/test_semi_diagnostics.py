@@ -248,6 +248,40 @@ def test_pretraining_encoder_into_semi_deeplab_and_supervised_unet(stages, tmp_p
       np.testing.assert_array_equal(np.asarray(value), np.asarray(saved_p[name]), err_msg=name)
 
 
+def test_semi_unet_from_pretraining_perturbs_every_encoder_map(tmp_path, monkeypatch):
+  """UniMatch + S4MIM on the pretraining's own U-Net ResNet-34: every weight but the head comes from the run, the
+  feature-perturbed branch drops channels of all four encoder maps, and every term is finite."""
+  from maskseg_jax.losses import consistency
+  from maskseg_jax.methods.semi_supervised import step as semi_step
+  run = str(tmp_path / "pre")
+  saved_p, _ = _fake_pretraining_run(run, 1)
+  over = {"model.name": "unet", "model.backbone": "resnet34", "model.deep_stem": False}
+  config = tiny_config("s4mim", **over, **{"model.init_from": run})
+  terms = semi_terms.Terms.from_config(config)
+  mdef, _, state = semi_model.build_model_and_state(config, terms)
+  params = pretrained.flatten(state["params"])
+  seg_names = [n for n in params if n.startswith("segmenter/")]
+  assert any(n.startswith("segmenter/up4/") for n in seg_names)
+  for name in seg_names:
+    inner = name[len("segmenter/"):]
+    if not inner.startswith("head/"):
+      np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(saved_p[inner]), err_msg=name)
+  labeled, unlabeled, _ = semi_streams.load_semi_sources(config, str(tmp_path))
+  batch = {k: jnp.asarray(v) for k, v in next(semi_streams.train_stream(config, labeled, unlabeled)).items()}
+  k = jax.random.split(jax.random.PRNGKey(0), 6)
+  keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
+  dropped = []
+  real = consistency.channel_dropout
+  monkeypatch.setattr(consistency, "channel_dropout", lambda x, *a, **kw: dropped.append(x.shape) or real(x, *a, **kw))
+  model = mdef.merge(state["params"], state["batch_stats"])
+  loss, out, _ = semi_step._forward(model, state, batch, keys, None, terms)
+  b = config.data.batch_size
+  assert sorted(s[-1] for s in dropped) == sorted(model.segmenter.backbone.channels[f"stride{r}"] for r in (4, 8, 16, 32))
+  assert all(s[0] == b for s in dropped)
+  assert np.isfinite(float(loss)) and {"loss_x", "loss_fp", "loss_s1", "loss_rec"} <= set(out)
+  assert all(np.isfinite(float(v)) for v in out.values())
+
+
 def test_encoder_mismatches_name_the_variable(tmp_path):
   run = str(tmp_path / "pre")
   _fake_pretraining_run(run, 1)

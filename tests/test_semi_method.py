@@ -332,7 +332,7 @@ def test_config_errors_name_the_fix(tmp_path):
   with pytest.raises(ConfigError, match="mask_ratio"):
     semi_terms.Terms.from_config(tiny_config("maskmatch", **{"semi.mask_ratio": 1.0}))
   with pytest.raises(ConfigError, match="encode/decode/classify"):
-    semi_supervised.build(tiny_config("unimatch", **{"model.name": "unet"}), sharding.make_mesh(1), str(tmp_path))
+    semi_supervised.build(tiny_config("unimatch", **{"model.name": "fcn"}), sharding.make_mesh(1), str(tmp_path))
 
 
 # ------------------------------------------------------------------------------------------ end to end

@@ -44,15 +44,27 @@ class UNet(nnx.Module):
     self.dropout = make_dropout(dropout, rngs)
     self.head = conv(d4, out_channels, 1, bias=True, dtype=dtype, rngs=rngs)
 
-  def features(self, x: jax.Array, *, train: bool) -> jax.Array:
-    """-> the stride-4 decoder map the head reads (before dropout)."""
+    self.feature_channels = d4
+
+  # The semi-supervised split (as DeepLabV3+'s): encode -> (encoder maps, fine to coarse), decode -> the stride-4
+  # map, classify -> logits at stride 4. UniMatch's feature perturbation then drops channels of every encoder map.
+  def encode(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, ...]:
+    """-> the encoder's stride-4, 8, 16 and 32 maps (the skips and the bottom)."""
     f = self.backbone(x, train=train)
-    y = self.up16(f["stride32"], f["stride16"], train=train)
-    y = self.up8(y, f["stride8"], train=train)
-    return self.up4(y, f["stride4"], train=train)
+    return f["stride4"], f["stride8"], f["stride16"], f["stride32"]
+
+  def decode(self, s4: jax.Array, s8: jax.Array, s16: jax.Array, s32: jax.Array, *, train: bool) -> jax.Array:
+    """-> the stride-4 decoder map the head reads (`feature_channels` wide, before dropout)."""
+    y = self.up16(s32, s16, train=train)
+    y = self.up8(y, s8, train=train)
+    return self.up4(y, s4, train=train)
+
+  def classify(self, fused: jax.Array) -> jax.Array:
+    """-> logits at the decoder map's (stride-4) resolution; the supervised path's dropout is not applied."""
+    return self.head(fused)
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    y = self.dropout(self.features(x, train=train), deterministic=not train)
+    y = self.dropout(self.decode(*self.encode(x, train=train), train=train), deterministic=not train)
     return logits_at(self.head(y), x.shape[1:3])
 
 

@@ -17,7 +17,7 @@ from maskseg_jax.methods.semi_supervised.terms import Terms
 from maskseg_jax.models import build_model
 
 
-FEATURE_STRIDE = 4  # DeepLabV3+'s fused map; the reconstruction heads pixel-shuffle it back to full size
+FEATURE_STRIDE = 4  # the decoder map (DeepLabV3+, U-Net); the reconstruction heads pixel-shuffle it back to full size
 
 
 class SemiModel(nnx.Module):
@@ -56,8 +56,8 @@ def build_model_and_state(config, terms: Terms, class_prior: np.ndarray | None =
   seg = build_model(config.model, terms.num_classes, rngs)
   missing = [a for a in ("encode", "decode", "classify", "feature_channels") if not hasattr(seg, a)]
   if missing:
-    raise ConfigError(f"semi_supervised needs a model split into encode/decode/classify (DeepLabV3+); "
-                      f"model.name={config.model.name!r} lacks {missing}. Use model.name='deeplabv3plus'")
+    raise ConfigError(f"semi_supervised needs a model split into encode/decode/classify (DeepLabV3+, U-Net); "
+                      f"model.name={config.model.name!r} lacks {missing}. Use model.name='deeplabv3plus' or 'unet'")
   if config.model.get("init_from", ""):  # e.g. a pretrained run: every weight but the classifier
     pretrained.load_into(seg, config.model.init_from)
   rec = None

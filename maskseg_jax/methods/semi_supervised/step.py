@@ -77,6 +77,17 @@ def _unjoin(x, n: int):
   return [x[:, i] for i in range(n)]
 
 
+def _fp_keys(keys: dict, n: int) -> list:
+  """One channel-dropout key per encoder map; the first two are DeepLabV3+'s (low, high) streams as before."""
+  return [keys["fp_low"], keys["fp_high"], *(jax.random.fold_in(keys["fp_high"], i) for i in range(2, n))][:n]
+
+
+def _with_dropped_copy(feature, key, rate: float):
+  """(labeled, weak) joined map -> (labeled, weak, weak with whole channels dropped): UniMatch's FP branch."""
+  f_x, f_u = _unjoin(feature, 2)
+  return _join([f_x, f_u, cons.channel_dropout(f_u, key, rate)])
+
+
 def _teacher_probs(mdef: base.ModelDef, state: dict, images, key, terms: Terms, ignore=None):
   """Teacher softmax combined over `ensemble_scales` (just 1.0 for a plain EMA teacher) by
   `ENSEMBLE_GUARDS[ensemble_guard]`, gradient stopped; `ignore` marks padding (the prior guard's marginal).
@@ -172,13 +183,11 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
   if x.shape[0] != bu:
     raise ConfigError(f"labeled batch {x.shape[0]} != unlabeled batch {bu}; the streams use the same batch size")
   # (1) labeled + weak, the decoder also run on channel-dropped weak features (UniMatch's FP branch).
-  low, high = seg.encode(_join([x, u_w]), train=True)
+  feats = seg.encode(_join([x, u_w]), train=True)  # the encoder's maps (DeepLabV3+: low, high; U-Net: 4 levels)
   fp = terms.w_fp > 0
   if fp:
-    (low_x, low_u), (high_x, high_u) = _unjoin(low, 2), _unjoin(high, 2)
-    low = _join([low_x, low_u, cons.channel_dropout(low_u, keys["fp_low"], terms.fp_dropout)])
-    high = _join([high_x, high_u, cons.channel_dropout(high_u, keys["fp_high"], terms.fp_dropout)])
-  logits = logits_at(seg.classify(seg.decode(low, high, train=True)), hw)
+    feats = tuple(_with_dropped_copy(f, k, terms.fp_dropout) for f, k in zip(feats, _fp_keys(keys, len(feats))))
+  logits = logits_at(seg.classify(seg.decode(*feats, train=True)), hw)
   logits_x, logits_w, *rest = _unjoin(logits, 3 if fp else 2)
   out["loss_x"] = _labeled_loss(logits_x, y, terms)
   if teacher_probs is None:
