@@ -47,13 +47,16 @@ VARIANTS = {
     "no_refine": {"model.refine_width": 0},
     "no_extensions": {"model.prior": "none", "model.refine_width": 0},
     "geodesic_prior": {"model.prior": "geodesic"},
+    "lovasz": {"lmae.lovasz_weight": 1.0},
+    "wider_vit": {"model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
 }
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
             "random_only": "Random only", "bf_only": "Background-First only", "lf_only": "Label-First only",
             "no_prior": "without the nearest prior", "no_refine": "without the refinement head",
             "no_extensions": "without both (the paper's model)",
-            "geodesic_prior": "geodesic prior instead of the nearest one"}
+            "geodesic_prior": "geodesic prior instead of the nearest one",
+            "lovasz": "+ Lovasz-softmax loss (weight 1)", "wider_vit": "encoder 3 blocks, decoder 2 x 128"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
     "camvid": {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
@@ -85,7 +88,7 @@ def group_variants(group: str, ratios) -> list[str]:
   if group == "ratio":
     return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
   if group == "extensions":
-    return ["baseline", "geodesic_prior", "no_prior", "no_refine", "no_extensions"]
+    return ["baseline", "geodesic_prior", "lovasz", "wider_vit", "no_prior", "no_refine", "no_extensions"]
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 

@@ -11,6 +11,7 @@ from flax import nnx
 from scipy import ndimage
 
 from maskseg_jax import config_base, metrics, sharding
+from maskseg_jax.losses import segmentation as seg_losses
 from maskseg_jax.methods import get_method
 from maskseg_jax.methods.lmae import evaluator as lmae_eval
 from maskseg_jax.methods.lmae import extensions as ext
@@ -204,6 +205,26 @@ def test_refine_head_starts_as_identity_and_then_trains():
   assert float(jnp.abs(changed - model(image, label, keep, masked, train=False)).max()) > 1e-3
 
 
+def test_lovasz_softmax_is_the_jaccard_loss_at_one_hot_predictions():
+  rng = np.random.default_rng(4)
+  label = rng.integers(0, N, (2, 12, 10))
+  label[0, :2] = 255
+  pred = np.where(rng.random(label.shape) < 0.6, label % N, rng.integers(0, N, label.shape))
+  region = rng.random(label.shape) < 0.7
+  logits = 60.0 * jax.nn.one_hot(jnp.asarray(pred), N)
+  got = float(seg_losses.lovasz_softmax(logits, jnp.asarray(label), region=jnp.asarray(region)))
+  counted = region & (label != 255)
+  losses = [1 - ((pred == c) & (label == c) & counted).sum() / (((pred == c) | (label == c)) & counted).sum()
+            for c in range(N) if ((label == c) & counted).any()]
+  assert got == pytest.approx(float(np.mean(losses)), abs=1e-5)
+  # Soft predictions: differentiable, and a step against the gradient lowers it.
+  soft = jnp.asarray(rng.normal(size=label.shape + (N,)), jnp.float32)
+  loss = lambda z: seg_losses.lovasz_softmax(z, jnp.asarray(label), region=jnp.asarray(region))
+  g = jax.grad(loss)(soft)
+  assert float(jnp.abs(g).max()) > 0 and float(loss(soft - 5.0 * g)) < float(loss(soft))
+  assert float(jnp.abs(g[jnp.asarray(~counted)]).max()) == 0.0  # uncounted pixels get no gradient
+
+
 def test_mirror_average_is_flip_equivariant():
   """Mirror averaging makes the completion exactly left-right equivariant; the plain model is not."""
   model = _model(prior="geodesic", refine_width=4)
@@ -229,9 +250,9 @@ def test_build_lmae_reads_the_extension_flags():
 
 
 # --- the train loss is the paper's: masked pixels only, the drawn strategy, the class weights ------------------
-@pytest.mark.parametrize("probs", [(0, 0, 1), (0, 1, 0)])
-def test_train_loss_equals_weighted_ce_on_masked_pixels_of_the_drawn_strategy(tmp_path, probs):
-  config = tiny_config(**{"lmae.strategy_probs": probs, "optim.lr": 0.0})
+@pytest.mark.parametrize("probs,lovasz", [((0, 0, 1), 0.0), ((0, 1, 0), 0.7)])
+def test_train_loss_equals_weighted_ce_on_masked_pixels_of_the_drawn_strategy(tmp_path, probs, lovasz):
+  config = tiny_config(**{"lmae.strategy_probs": probs, "optim.lr": 0.0, "lmae.lovasz_weight": lovasz})
   mesh = sharding.make_mesh(1)
   task = get_method("lmae").build(config, mesh, str(tmp_path))
   weights = jnp.linspace(0.2, 2.0, N)       # far from uniform: ignoring them changes the loss
@@ -256,7 +277,9 @@ def test_train_loss_equals_weighted_ce_on_masked_pixels_of_the_drawn_strategy(tm
   ce = -np.take_along_axis(np.asarray(logp), lab[..., None], -1)[..., 0]
   w = np.asarray(weights)[lab]
   expected = float((ce * w * region).sum() / (w * region).sum())
-  assert float(metrics_["loss"]) == pytest.approx(expected, rel=1e-5)
+  lovasz_term = float(seg_losses.lovasz_softmax(logits, label, region=jnp.asarray(region)))
+  assert lovasz_term > 0.1
+  assert float(metrics_["loss"]) == pytest.approx(expected + lovasz * lovasz_term, rel=1e-5)
   # And it is not the all-pixel loss (so the test tells the two apart).
   everywhere = np.asarray(label) != 255
   lab_all = np.where(everywhere, np.asarray(label), 0)

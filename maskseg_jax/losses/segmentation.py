@@ -38,6 +38,38 @@ def weighted_cross_entropy(logits, labels, class_weights, *, ignore_label: int =
   return cross_entropy(logits, labels, ignore_label=ignore_label, weights=w)
 
 
+def lovasz_softmax(logits, labels, *, ignore_label: int = 255, region=None):
+  """Lovasz-softmax loss (Berman et al., CVPR 2018): the convex Lovasz extension of the Jaccard loss 1 - IoU_c,
+  averaged over the classes present in the counted pixels of the whole batch (a surrogate of mIoU).
+
+  For each class the pixel errors |[y = c] - p_c| are sorted in decreasing order and weighted by the Jaccard
+  loss's discrete gradient along that order. Pixels not counted (`ignore_label`, outside `region`) get error 0,
+  which sorts them last, where they change no weight of a counted pixel. A scalar (not a (sum, count) pair: the
+  loss does not decompose over pixels); 0 when no pixel is counted. At one-hot probabilities it equals
+  mean_c (1 - IoU_c) exactly (a test checks it).
+  """
+  num_classes = logits.shape[-1]
+  probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).reshape(-1, num_classes)
+  flat = labels.reshape(-1)
+  valid = (flat != ignore_label) & (flat >= 0) & (flat < num_classes)
+  if region is not None:
+    valid = valid & region.reshape(-1)
+  fg = jax.nn.one_hot(jnp.where(valid, flat, -1), num_classes, dtype=jnp.float32)  # [P,C], 0 where not counted
+  errors = jnp.abs(fg - probs) * valid[:, None].astype(jnp.float32)
+
+  def one_class(err, gt):
+    order = jnp.argsort(-jax.lax.stop_gradient(err))
+    err, gt = err[order], gt[order]
+    total = jnp.sum(gt)
+    jaccard = 1.0 - (total - jnp.cumsum(gt)) / jnp.maximum(total + jnp.cumsum(1.0 - gt), 1e-12)
+    weight = jnp.concatenate([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jnp.dot(err, jax.lax.stop_gradient(weight)), total > 0
+
+  per_class, present = jax.vmap(one_class, in_axes=(1, 1))(errors, fg)
+  n = jnp.sum(present)
+  return jnp.where(n > 0, jnp.sum(jnp.where(present, per_class, 0.0)) / jnp.maximum(n, 1), 0.0)
+
+
 def class_frequencies(label_counts: np.ndarray) -> np.ndarray:
   """Pixel frequency f_c of every class from per-class pixel counts (void already excluded)."""
   counts = np.asarray(label_counts, np.float64)

@@ -117,7 +117,8 @@ def warn_unweighted(weights: np.ndarray, class_names=None) -> None:
 
 # --- train step -------------------------------------------------------------------------------------------
 def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_label: int = 255):
-  """Pure step: mixed-strategy static-K masks, forward on the visible patches, weighted CE on the region."""
+  """Pure step: mixed-strategy static-K masks, forward on the visible patches, weighted CE on the region
+  (+ `lmae.lovasz_weight` x the Lovasz-softmax loss on the same pixels, this project's extension)."""
   p, h, w, num_patches = inf.geometry(model_config)
   k = P.num_visible(num_patches, float(lc.mask_ratio))
   probs = tuple(float(x) for x in lc.strategy_probs)
@@ -125,6 +126,7 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_
   if lc.loss_region not in LOSS_REGIONS:
     raise ConfigError(f"lmae.loss_region={lc.loss_region!r}; expected one of {LOSS_REGIONS}")
   masked_only = lc.loss_region == "masked"
+  lovasz = float(lc.get("lovasz_weight", 0.0))
 
   def train_step(state, batch, rng):
     k_mask, k_drop = jax.random.split(rng)
@@ -140,7 +142,10 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_
       total, count = seg_losses.weighted_cross_entropy(logits, label, state["extra"]["class_weights"],
                                                        ignore_label=ignore_label, region=region)
       # A batch whose counted pixels all have weight 0 contributes nothing (instead of 0/0).
-      return jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0), base.batch_stats_of(model)
+      loss = jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
+      if lovasz > 0:  # this project's extension: an mIoU surrogate on the same pixels
+        loss = loss + lovasz * seg_losses.lovasz_softmax(logits, label, ignore_label=ignore_label, region=region)
+      return loss, base.batch_stats_of(model)
 
     (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
     new_state = base.apply_gradients(state, tx, grads, loss, batch_stats)
