@@ -6,7 +6,7 @@
                             "what a two-line fill would say" instead of from the image alone.
   model.prior = "geodesic"  Geodesic-visible-label prior: the same, but "nearest" along image regions (the geodesic
                             fill of `fills.py`, in-graph by Bellman-Ford relaxation), so the prior does not leak
-                            a label across a colour edge; the stronger fill on CamVid (README).
+                            a label across a colour edge (measured on CamVid: no gain over "nearest", README).
   model.refine_width = C    Pixel-level refinement head: a small conv U-Net over the image, the decoder's logits,
                             the prior and the visible labels adds residual logits at full resolution (zero-init,
                             so it starts as the plain model), so predictions follow image edges instead of being
@@ -125,6 +125,12 @@ PRIORS = {  # model.prior -> (label, known, image) -> (seed label, seed row, see
 }
 
 
+def check_prior(prior: str) -> None:
+  """One-line ConfigError for a `model.prior` that is neither "none" nor in `PRIORS`."""
+  if prior != "none" and prior not in PRIORS:
+    raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {('none', *PRIORS)}")
+
+
 PRIOR_CUES = 4  # seed distance + RGB difference to the seed, per pixel
 
 
@@ -135,8 +141,7 @@ def prior_features(image: jax.Array, label: jax.Array, visible_px: jax.Array, nu
   its seed (normalized-RGB difference), which a small conv head cannot compute when the seed is far away.
   All zero for "none" and where nothing is visible.
   """
-  if prior != "none" and prior not in PRIORS:
-    raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {('none', *PRIORS)}")
+  check_prior(prior)
   b, h, w = label.shape
   if prior == "none":
     return jnp.zeros((b, h, w, num_classes), image.dtype), jnp.zeros((b, h, w, PRIOR_CUES), image.dtype)

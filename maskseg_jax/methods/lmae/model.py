@@ -196,8 +196,7 @@ class LMAE(nnx.Module):
     self.grid = (h // p, w // p)
     self.fuse = fuse
     self.ips = ips
-    if prior != "none" and prior not in ext.PRIORS:
-      raise ConfigError(f"model.prior={prior!r} is unknown; expected one of {('none', *ext.PRIORS)}")
+    ext.check_prior(prior)
     if prior != "none" and not ips:
       raise ConfigError("model.prior needs model.ips=True (the prior joins the image patch of masked tokens)")
     self.prior = prior
