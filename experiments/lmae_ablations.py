@@ -49,6 +49,8 @@ VARIANTS = {
     "geodesic_prior": {"model.prior": "geodesic"},
     "lovasz": {"lmae.lovasz_weight": 1.0},
     "wider_vit": {"model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
+    "lovasz_wider": {"lmae.lovasz_weight": 1.0, "model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
+    "lovasz_3": {"lmae.lovasz_weight": 3.0},
 }
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
@@ -56,7 +58,9 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "no_prior": "without the nearest prior", "no_refine": "without the refinement head",
             "no_extensions": "without both (the paper's model)",
             "geodesic_prior": "geodesic prior instead of the nearest one",
-            "lovasz": "+ Lovasz-softmax loss (weight 1)", "wider_vit": "encoder 3 blocks, decoder 2 x 128"}
+            "lovasz": "+ Lovasz-softmax loss (weight 1)", "wider_vit": "encoder 3 blocks, decoder 2 x 128",
+            "lovasz_wider": "+ Lovasz (weight 1), encoder 3 blocks, decoder 2 x 128",
+            "lovasz_3": "+ Lovasz-softmax loss (weight 3)"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
     "camvid": {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
@@ -88,7 +92,8 @@ def group_variants(group: str, ratios) -> list[str]:
   if group == "ratio":
     return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
   if group == "extensions":
-    return ["baseline", "geodesic_prior", "lovasz", "wider_vit", "no_prior", "no_refine", "no_extensions"]
+    return ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior", "no_refine",
+            "no_extensions"]
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 
