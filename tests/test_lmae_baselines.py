@@ -286,3 +286,27 @@ def test_train_loss_equals_weighted_ce_on_masked_pixels_of_the_drawn_strategy(tm
   ce_all = -np.take_along_axis(np.asarray(logp), lab_all[..., None], -1)[..., 0]
   w_all = np.asarray(weights)[lab_all]
   assert abs(float((ce_all * w_all * everywhere).sum() / (w_all * everywhere).sum()) - expected) > 1e-4
+
+
+def test_fill_blend_hands_the_unsure_pixels_to_the_geodesic_fill():
+  """a = 0 is the model; a = 1 is the geodesic fill of the visible labels (hidden labels cannot change it); in
+  between, the fill's class wins exactly where the model's top class leads it by less than a / (1 - a)."""
+  model = _model(refine_width=4)
+  model.refine.out.kernel[...] = 0.3 * jnp.ones_like(model.refine.out.kernel[...])
+  image, label, keep, masked, mask_px = _inputs()
+  plain = inf.completion_logits(model, image, label, keep, masked)
+  np.testing.assert_array_equal(np.asarray(inf.completion_logits(model, image, label, keep, masked, fill_blend=0.0)),
+                                np.asarray(plain))
+  known = ~mask_px & (np.asarray(label) < N)
+  geodesic, _, _ = ext.geodesic_visible_seed(label, jnp.asarray(known), image)
+  hidden_changed = jnp.where(mask_px, (label + 1) % N, label)
+  for lab in (label, hidden_changed):
+    only_fill = inf.completion_logits(model, image, lab, keep, masked, fill_blend=1.0)
+    np.testing.assert_array_equal(np.asarray(jnp.argmax(only_fill, -1)), np.asarray(geodesic))
+  a = 0.2
+  probs = np.asarray(jax.nn.softmax(plain, -1))
+  p_fill = np.take_along_axis(probs, np.asarray(geodesic)[..., None], -1)[..., 0]
+  expect_fill = probs.max(-1) - p_fill < a / (1 - a)
+  got = np.asarray(jnp.argmax(inf.completion_logits(model, image, label, keep, masked, fill_blend=a), -1))
+  np.testing.assert_array_equal(got == np.asarray(geodesic), expect_fill | (probs.argmax(-1) == np.asarray(geodesic)))
+  assert 0 < (expect_fill & (probs.argmax(-1) != np.asarray(geodesic))).sum()  # the blend changed some pixels

@@ -203,6 +203,7 @@ def make_completer(config, mdef, params, batch_stats, *, name: str, ratio: float
   ignore = int(dc.ignore_label)
   key = jax.random.PRNGKey(int(lc.get("eval_seed", 0)))
   mirror = bool(lc.get("mirror_average", False))
+  blend = float(lc.get("fill_blend", 0.0))
   traces: list = []
 
   @functools.partial(jax.jit, static_argnames="k")
@@ -211,7 +212,7 @@ def make_completer(config, mdef, params, batch_stats, *, name: str, ratio: float
     ids_keep, ids_masked, mask = inf.strategy_mask(label, key, strategy="background_first", k=k, p=p,
                                                    background_classes=bg, ignore_label=ignore, force=force)
     logits = inf.completion_logits(mdef.merge(params, batch_stats), image, label, ids_keep, ids_masked,
-                                   mirror=mirror)
+                                   mirror=mirror, fill_blend=blend)
     return logits, mask
 
   return Completer(name=name, ratio=train_ratio if ratio is None else float(ratio), train_ratio=train_ratio,

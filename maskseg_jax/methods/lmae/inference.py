@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskseg_jax.errors import ConfigError
+from maskseg_jax.methods.lmae import extensions as ext
 from maskseg_jax.methods.lmae import patch_masks as P
 
 
@@ -65,20 +66,37 @@ def mirrored_patch_ids(ids: jax.Array, grid_w: int) -> jax.Array:
 
 
 def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                      mirror: bool = False) -> jax.Array:
+                      mirror: bool = False, fill_blend: float = 0.0) -> jax.Array:
   """The model's logits [B,H,W,N] at inference (eval and completion).
 
   `mirror` (this project's extension, `lmae.mirror_average`): also run the horizontally flipped image, label and
   patch mask (the same patches, mirrored) and average the two softmaxes (returned as log-probabilities): street
   scenes are left-right symmetric, so the mirrored view is a second opinion at twice the cost.
+  `fill_blend` = a (this project's extension, `lmae.fill_blend`): returns log((1 - a) x softmax + a x one-hot of
+  the geodesic fill of the visible labels), so the fill decides where the model is unsure (a < 0.5: where the
+  model gives the fill's class within a / (1 - a) of its own top class).
   """
   logits = model(image, label, ids_keep, ids_masked, train=False).astype(jnp.float32)
-  if not mirror:
+  if mirror:
+    grid_w = image.shape[2] // model.patch_size
+    flipped = model(image[:, :, ::-1], label[:, :, ::-1], mirrored_patch_ids(ids_keep, grid_w),
+                    mirrored_patch_ids(ids_masked, grid_w), train=False).astype(jnp.float32)[:, :, ::-1]
+    logits = jnp.log((jax.nn.softmax(logits, -1) + jax.nn.softmax(flipped, -1)) / 2 + 1e-12)
+  if fill_blend <= 0.0:
     return logits
-  grid_w = image.shape[2] // model.patch_size
-  flipped = model(image[:, :, ::-1], label[:, :, ::-1], mirrored_patch_ids(ids_keep, grid_w),
-                  mirrored_patch_ids(ids_masked, grid_w), train=False).astype(jnp.float32)[:, :, ::-1]
-  return jnp.log((jax.nn.softmax(logits, -1) + jax.nn.softmax(flipped, -1)) / 2 + 1e-12)
+  return jnp.log((1.0 - fill_blend) * jax.nn.softmax(logits, -1)
+                 + fill_blend * geodesic_fill_onehot(image, label, ids_masked, model.patch_size, logits.shape[-1])
+                 + 1e-12)
+
+
+def geodesic_fill_onehot(image: jax.Array, label: jax.Array, ids_masked: jax.Array, p: int, num_classes: int):
+  """float[B,H,W,N] one-hot of the in-graph geodesic fill from the labels outside the masked patches (zero where
+  no label is visible)."""
+  b, h, w = label.shape
+  mask = jnp.zeros((b, (h // p) * (w // p)), bool).at[jnp.arange(b)[:, None], ids_masked].set(True)
+  known = ~patch_pixels(mask, p, h, w) & (label >= 0) & (label < num_classes)
+  fill = ext.geodesic_visible_seed(label, known, image)[0]
+  return jax.nn.one_hot(fill, num_classes, dtype=jnp.float32)  # -1 (nothing visible) -> all zeros
 
 
 def compose(label: jax.Array, pred: jax.Array, region: jax.Array) -> jax.Array:
