@@ -2,12 +2,14 @@
 
   python experiments/lmae_ablations.py --workdir=runs/lmae_ablations --steps=800 \
       [--groups=ips,fuse,strategy,ratio,extensions] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
-      [--config_arg=cpu|recipe] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
+      [--config_arg=cpu|recipe|recipe_v1] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
 
 Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
 change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
-every group. The `extensions` group switches this project's extensions off one at a time (nearest prior,
-refinement head, both) and swaps the nearest prior for the geodesic one: run it with `--config_arg=recipe`, where they are on. With several `--seeds` every cell
+every group. The `extensions` group (`EXTENSION_VARIANTS`, per recipe) switches this project's extensions off one
+at a time from `--config_arg=recipe` (Lovasz, the wider ViT, the nearest prior, the refinement head; all of them =
+the paper's tiny model), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
+measured on top of it (geodesic prior, Lovasz, wider ViT). With several `--seeds` every cell
 is the mean over seeds (± half the range), and the non-learned fills scored on the same masks (identical in
 every run: the eval masks do not depend on the seed) are rows of their own, with the margin of each variant
 over the best fill. Each run is scored on val at its own training ratio with Background-First
@@ -51,6 +53,15 @@ VARIANTS = {
     "wider_vit": {"model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
     "lovasz_wider": {"lmae.lovasz_weight": 1.0, "model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
     "lovasz_3": {"lmae.lovasz_weight": 3.0},
+    "no_lovasz": {"lmae.lovasz_weight": 0.0},
+    "tiny_vit": {"model.enc_depth": 0, "model.dec_depth": 0, "model.dec_dim": 0},  # 0: from model.size (tiny)
+    "paper_model": {"model.prior": "none", "model.refine_width": 0, "lmae.lovasz_weight": 0.0, "lmae.fill_blend": 0.0,
+                    "model.enc_depth": 0, "model.dec_depth": 0, "model.dec_dim": 0},
+}
+EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
+    "recipe": ["baseline", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
+    "recipe_v1": ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior",
+                  "no_refine", "no_extensions"],
 }
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
@@ -60,7 +71,9 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "geodesic_prior": "geodesic prior instead of the nearest one",
             "lovasz": "+ Lovasz-softmax loss (weight 1)", "wider_vit": "encoder 3 blocks, decoder 2 x 128",
             "lovasz_wider": "+ Lovasz (weight 1), encoder 3 blocks, decoder 2 x 128",
-            "lovasz_3": "+ Lovasz-softmax loss (weight 3)"}
+            "lovasz_3": "+ Lovasz-softmax loss (weight 3)", "no_lovasz": "without the Lovasz term",
+            "tiny_vit": "the cpu-size ViT (encoder 2 blocks, decoder 1 x 64)",
+            "paper_model": "without every extension (the paper's tiny model)"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
     "camvid": {"data.train_split": "train[:16]", "data.val_split": "val[:8]", "data.image_scale": 0.125,
@@ -82,7 +95,7 @@ def variant_overrides(name: str) -> dict:
   return dict(VARIANTS[name])
 
 
-def group_variants(group: str, ratios) -> list[str]:
+def group_variants(group: str, ratios, config_arg: str = "recipe") -> list[str]:
   if group == "ips":
     return ["baseline", "mask_token"]
   if group == "fuse":
@@ -92,8 +105,7 @@ def group_variants(group: str, ratios) -> list[str]:
   if group == "ratio":
     return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
   if group == "extensions":
-    return ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior", "no_refine",
-            "no_extensions"]
+    return list(EXTENSION_VARIANTS.get(config_arg, EXTENSION_VARIANTS["recipe"]))
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 
@@ -227,7 +239,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--groups", default=",".join(GROUPS))
   ap.add_argument("--ratios", default="0.6,0.75", help="ratio group: ratios besides the baseline's 0.5")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
-  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, configs/lmae.py:camvid,<cpu|recipe>")
+  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, configs/lmae.py:camvid,<cpu|recipe|recipe_v1>")
   ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
   ap.add_argument("--skip", default="", help="comma-separated variants to leave out of the groups (budget)")
   ap.add_argument("--table_only", action="store_true", help="train nothing: tabulate the finished runs")
@@ -241,7 +253,8 @@ def main(argv=None) -> dict:
   setup_jax(args.xla_cache)
   ratios = [float(r) for r in args.ratios.split(",") if r]
   skip = set(args.skip.split(",")) - {""}
-  groups = {g: [v for v in group_variants(g, ratios) if v not in skip] for g in args.groups.split(",") if g}
+  groups = {g: [v for v in group_variants(g, ratios, args.config_arg) if v not in skip]
+            for g in args.groups.split(",") if g}
   extra = parse_sets(args.set)
   start = time.perf_counter()
   seeds = [int(s) for s in args.seeds.split(",") if s]
