@@ -91,12 +91,10 @@ def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.A
 
 def geodesic_fill_onehot(image: jax.Array, label: jax.Array, ids_masked: jax.Array, p: int, num_classes: int):
   """float[B,H,W,N] one-hot of the in-graph geodesic fill from the labels outside the masked patches (zero where
-  no label is visible)."""
-  b, h, w = label.shape
-  mask = jnp.zeros((b, (h // p) * (w // p)), bool).at[jnp.arange(b)[:, None], ids_masked].set(True)
-  known = ~patch_pixels(mask, p, h, w) & (label >= 0) & (label < num_classes)
-  fill = ext.geodesic_visible_seed(label, known, image)[0]
-  return jax.nn.one_hot(fill, num_classes, dtype=jnp.float32)  # -1 (nothing visible) -> all zeros
+  no label is visible): the geodesic prior's one-hot."""
+  h, w = label.shape[1:]
+  visible_px = ~P.masked_pixels(ids_masked, p, h, w)
+  return ext.prior_features(image, label, visible_px, num_classes, "geodesic")[0].astype(jnp.float32)
 
 
 def compose(label: jax.Array, pred: jax.Array, region: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ from flax import nnx
 
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.methods.lmae import extensions as ext
-from maskseg_jax.methods.lmae.patch_masks import patch_pixels, patchify, unpatchify
+from maskseg_jax.methods.lmae.patch_masks import masked_pixels, patchify, unpatchify
 
 # --- Stack Fuse ------------------------------------------------------------------------------------------
 # Label pixels outside [0, N) (void 255, or an "unknown" marker) carry no class. In `layer` they get an
@@ -240,7 +240,7 @@ class LMAE(nnx.Module):
 
     visible = self.decoder_embed(latent)  # [B,K,DD]
     n_masked = ids_masked.shape[1]
-    masked_px = _masked_pixels(ids_masked, b, self.grid, p)
+    masked_px = masked_pixels(ids_masked, p, h, w)
     prior = cues = None
     if self.prior != "none" or self.refine is not None:  # both built from visible labels only
       prior, cues = ext.prior_features(image, label, ~masked_px, self.num_classes, self.prior)
@@ -264,12 +264,6 @@ class LMAE(nnx.Module):
     features = jnp.concatenate([image, logits, prior, cues, visible_onehot, masked_px[..., None].astype(image.dtype)],
                                -1)
     return logits + self.refine(features)
-
-
-def _masked_pixels(ids_masked: jax.Array, b: int, grid: tuple[int, int], p: int) -> jax.Array:
-  """bool[B,H,W]: pixels of the masked patches."""
-  mask = jnp.zeros((b, grid[0] * grid[1]), bool).at[jnp.arange(b)[:, None], ids_masked].set(True)
-  return patch_pixels(mask, p, grid[0] * p, grid[1] * p)
 
 
 # --- Sizes and builder -----------------------------------------------------------------------------------

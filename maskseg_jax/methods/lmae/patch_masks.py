@@ -46,6 +46,13 @@ def patch_pixels(mask: jax.Array, p: int, h: int, w: int) -> jax.Array:
   return unpatchify(pix, p, h, w)[..., 0] > 0
 
 
+def masked_pixels(ids_masked: jax.Array, p: int, h: int, w: int) -> jax.Array:
+  """int[B,M] ids of masked patches (row-major grid) -> bool[B,H,W] pixels of those patches."""
+  b = ids_masked.shape[0]
+  mask = jnp.zeros((b, (h // p) * (w // p)), bool).at[jnp.arange(b)[:, None], ids_masked].set(True)
+  return patch_pixels(mask, p, h, w)
+
+
 def num_visible(num_patches: int, mask_ratio: float) -> int:
   """Static number of visible patches `K = int(L * (1 - m))`.
 
