@@ -38,6 +38,28 @@ def weighted_cross_entropy(logits, labels, class_weights, *, ignore_label: int =
   return cross_entropy(logits, labels, ignore_label=ignore_label, weights=w)
 
 
+# Fewest bits of an error kept in a packed sort key (below, the exact float argsort is used instead).
+MIN_PACKED_ERROR_BITS = 12
+
+
+def descending_order(err):
+  """Indices sorting err (float[n] in [0, 1]) in decreasing order, ties by index.
+
+  One int32 sort of packed keys (quantized 1 - err in the high bits, the index in the low bits) instead of a
+  float argsort: XLA's CPU sort runs about 6x faster on a single int32 operand. Errors closer than
+  2^-(31 - ceil(log2 n)) may swap (2^-15 at n <= 65536), which moves the Lovasz loss by at most that much;
+  when fewer than MIN_PACKED_ERROR_BITS bits would be left, the exact argsort runs.
+  """
+  n = err.shape[0]
+  index_bits = max(1, (n - 1).bit_length())
+  error_bits = 31 - index_bits
+  if error_bits < MIN_PACKED_ERROR_BITS:
+    return jnp.argsort(-err)
+  quantized = jnp.round((1.0 - jnp.clip(err, 0.0, 1.0)) * (2 ** error_bits - 1)).astype(jnp.int32)
+  keys = (quantized << index_bits) | jnp.arange(n, dtype=jnp.int32)
+  return jnp.sort(keys) & ((1 << index_bits) - 1)
+
+
 def lovasz_softmax(logits, labels, *, ignore_label: int = 255, region=None):
   """Lovasz-softmax loss (Berman et al., CVPR 2018): the convex Lovasz extension of the Jaccard loss 1 - IoU_c,
   averaged over the classes present in the counted pixels of the whole batch (a surrogate of mIoU).
@@ -58,7 +80,7 @@ def lovasz_softmax(logits, labels, *, ignore_label: int = 255, region=None):
   errors = jnp.abs(fg - probs) * valid[:, None].astype(jnp.float32)
 
   def one_class(err, gt):
-    order = jnp.argsort(-jax.lax.stop_gradient(err))
+    order = descending_order(jax.lax.stop_gradient(err))
     err, gt = err[order], gt[order]
     total = jnp.sum(gt)
     jaccard = 1.0 - (total - jnp.cumsum(gt)) / jnp.maximum(total + jnp.cumsum(1.0 - gt), 1e-12)

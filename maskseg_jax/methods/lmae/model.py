@@ -34,7 +34,7 @@ from flax import nnx
 
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.methods.lmae import extensions as ext
-from maskseg_jax.methods.lmae.patch_masks import masked_pixels, patchify, unpatchify
+from maskseg_jax.methods.lmae.patch_masks import gather_tokens, masked_pixels, patchify, unpatchify
 
 # --- Stack Fuse ------------------------------------------------------------------------------------------
 # Label pixels outside [0, N) (void 255, or an "unknown" marker) carry no class. In `layer` they get an
@@ -170,11 +170,6 @@ class Encoder(nnx.Module):
     return self.norm(x)
 
 
-def _gather_tokens(x: jax.Array, ids: jax.Array) -> jax.Array:
-  """x[B,L,D], ids int[B,K] -> [B,K,D]."""
-  return jnp.take_along_axis(x, ids[..., None], axis=1)
-
-
 class LMAE(nnx.Module):
   """Label masked autoencoder: (image, label, mask ids) -> logits [B,H,W,N] over the whole image."""
 
@@ -236,7 +231,7 @@ class LMAE(nnx.Module):
       raise ValueError(f"LMAE was built for {self.image_size} inputs, got {(h, w)}")
     p = self.patch_size
     fused = patchify(self.fuse_map(image, label), p)  # [B,L,p*p*C]
-    latent = self.backbone(_gather_tokens(fused, ids_keep), ids_keep, train=train)  # [B,K,ED]
+    latent = self.backbone(gather_tokens(fused, ids_keep), ids_keep, train=train)  # [B,K,ED]
 
     visible = self.decoder_embed(latent)  # [B,K,DD]
     n_masked = ids_masked.shape[1]
@@ -246,13 +241,13 @@ class LMAE(nnx.Module):
       prior, cues = ext.prior_features(image, label, ~masked_px, self.num_classes, self.prior)
     if self.ips:  # image (and the visible-label prior): the masked label must stay hidden
       supplement = image if self.prior == "none" else jnp.concatenate([image, prior], -1)
-      masked = self.ips_embed(_gather_tokens(patchify(supplement, p), ids_masked))
+      masked = self.ips_embed(gather_tokens(patchify(supplement, p), ids_masked))
     else:
       masked = jnp.broadcast_to(self.mask_token[...], (b, n_masked, self.dec_dim)).astype(visible.dtype)
     # Put every token back at its patch position.
     ids_all = jnp.concatenate([ids_keep, ids_masked], axis=1)
     restore = jnp.argsort(ids_all, axis=1)
-    x = _gather_tokens(jnp.concatenate([visible, masked], axis=1), restore)
+    x = gather_tokens(jnp.concatenate([visible, masked], axis=1), restore)
     x = x + jnp.asarray(sincos_2d(self.dec_dim, *self.grid))
 
     for block in self.decoder_blocks:

@@ -29,6 +29,18 @@ def patchify(x: jax.Array, p: int) -> jax.Array:
   return x.reshape(b, (h // p) * (w // p), p * p * c)
 
 
+def gather_tokens(x: jax.Array, ids: jax.Array) -> jax.Array:
+  """x[B,L,D], ids int[B,K] -> [B,K,D]."""
+  return jnp.take_along_axis(x, ids[..., None], axis=1)
+
+
+def patch_pixel_values(x: jax.Array, ids: jax.Array, p: int) -> jax.Array:
+  """The pixels of patches `ids` (int[B,K]) of x[B,H,W,C], as [B*K*p*p, C]: a static-shape gather, so a loss
+  over the masked pixels only touches K/L of the image."""
+  c = x.shape[-1]
+  return gather_tokens(patchify(x, p), ids).reshape(-1, c)
+
+
 def unpatchify(tokens: jax.Array, p: int, h: int, w: int) -> jax.Array:
   """[B,L,p*p*C] -> [B,H,W,C], the inverse of `patchify`."""
   b, l, d = tokens.shape

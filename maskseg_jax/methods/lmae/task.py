@@ -128,6 +128,15 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_
   masked_only = lc.loss_region == "masked"
   lovasz = float(lc.get("lovasz_weight", 0.0))
 
+  def lovasz_on_region(logits, label, ids_masked):
+    """Lovasz-softmax on the masked patches' pixels only (gathered: the sort then holds K/L of the pixels;
+    the value equals the loss with `region`, whose uncounted pixels sort last and weigh nothing)."""
+    if ids_masked is None:
+      return seg_losses.lovasz_softmax(logits, label, ignore_label=ignore_label)
+    return seg_losses.lovasz_softmax(P.patch_pixel_values(logits, ids_masked, p),
+                                     P.patch_pixel_values(label[..., None], ids_masked, p)[:, 0],
+                                     ignore_label=ignore_label)
+
   def train_step(state, batch, rng):
     k_mask, k_drop = jax.random.split(rng)
     label = batch["label"]
@@ -144,7 +153,7 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_
       # A batch whose counted pixels all have weight 0 contributes nothing (instead of 0/0).
       loss = jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
       if lovasz > 0:  # this project's extension: an mIoU surrogate on the same pixels
-        loss = loss + lovasz * seg_losses.lovasz_softmax(logits, label, ignore_label=ignore_label, region=region)
+        loss = loss + lovasz * lovasz_on_region(logits, label, ids_masked if masked_only else None)
       return loss, base.batch_stats_of(model)
 
     (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
