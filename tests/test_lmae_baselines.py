@@ -225,6 +225,32 @@ def test_lovasz_softmax_is_the_jaccard_loss_at_one_hot_predictions():
   assert float(jnp.abs(g[jnp.asarray(~counted)]).max()) == 0.0  # uncounted pixels get no gradient
 
 
+def test_lovasz_sort_order_matches_the_float_argsort_and_falls_back_when_keys_run_out(monkeypatch):
+  rng = np.random.default_rng(5)
+  err = rng.permutation(np.linspace(0.0, 1.0, 700)).astype(np.float32)
+  err[::7] = err[3]  # exact ties sort by index, as a stable argsort does
+  want = np.argsort(-err, kind="stable")
+  np.testing.assert_array_equal(np.asarray(seg_losses.descending_order(jnp.asarray(err))), want)
+  monkeypatch.setattr(seg_losses, "MIN_PACKED_ERROR_BITS", 31)  # no room for a packed key: the exact argsort
+  np.testing.assert_array_equal(np.asarray(seg_losses.descending_order(jnp.asarray(err))), want)
+
+
+def test_lovasz_on_the_gathered_masked_patches_equals_lovasz_over_the_masked_region():
+  """The train step sorts only the masked patches' pixels; the loss and its gradient are the region's."""
+  rng = np.random.default_rng(6)
+  label = rng.integers(0, N, (2, 16, 24))
+  label[0, :3] = 255
+  logits = jnp.asarray(rng.normal(size=label.shape + (N,)), jnp.float32)
+  _, ids_masked, _ = P.mask_from_scores(jnp.asarray(rng.random((2, 6))), 3)
+  region = P.masked_pixels(ids_masked, 8, 16, 24)
+  full = lambda z: seg_losses.lovasz_softmax(z, jnp.asarray(label), region=region)
+  gathered = lambda z: seg_losses.lovasz_softmax(P.patch_pixel_values(z, ids_masked, 8),
+                                                 P.patch_pixel_values(jnp.asarray(label)[..., None], ids_masked, 8)[:, 0])
+  assert float(gathered(logits)) == pytest.approx(float(full(logits)), abs=1e-6)
+  np.testing.assert_allclose(np.asarray(jax.grad(gathered)(logits)), np.asarray(jax.grad(full)(logits)), atol=1e-6)
+  assert float(jnp.abs(jax.grad(full)(logits)[~region]).max()) == 0.0 < float(jnp.abs(jax.grad(full)(logits)).max())
+
+
 def test_mirror_average_is_flip_equivariant():
   """Mirror averaging makes the completion exactly left-right equivariant; the plain model is not."""
   model = _model(prior="geodesic", refine_width=4)
