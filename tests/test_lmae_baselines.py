@@ -336,3 +336,15 @@ def test_fill_blend_hands_the_unsure_pixels_to_the_geodesic_fill():
   got = np.asarray(jnp.argmax(inf.completion_logits(model, image, label, keep, masked, fill_blend=a), -1))
   np.testing.assert_array_equal(got == np.asarray(geodesic), expect_fill | (probs.argmax(-1) == np.asarray(geodesic)))
   assert 0 < (expect_fill & (probs.argmax(-1) != np.asarray(geodesic))).sum()  # the blend changed some pixels
+  # With a reach r the weight is a x exp(-d / r), d the pixel's distance to the seed its fill copies.
+  _, sy, sx = ext.geodesic_visible_seed(label, jnp.asarray(known), image)
+  ys, xs = np.meshgrid(np.arange(label.shape[1]), np.arange(label.shape[2]), indexing="ij")
+  d = np.hypot(np.asarray(sy) - ys, np.asarray(sx) - xs)
+  r, a_near = 3.0, 0.6
+  a_px = a_near * np.exp(-d / r)
+  expect_fill = probs.max(-1) - p_fill < a_px / (1 - a_px)
+  got = np.asarray(jnp.argmax(inf.completion_logits(model, image, label, keep, masked, fill_blend=a_near,
+                                                    fill_reach=r), -1))
+  np.testing.assert_array_equal(got == np.asarray(geodesic), expect_fill | (probs.argmax(-1) == np.asarray(geodesic)))
+  constant = np.asarray(jnp.argmax(inf.completion_logits(model, image, label, keep, masked, fill_blend=a_near), -1))
+  assert (got != constant).any()  # the reach changed some pixels

@@ -202,8 +202,7 @@ def make_completer(config, mdef, params, batch_stats, *, name: str, ratio: float
   bg = tuple(int(c) for c in lc.background_classes)
   ignore = int(dc.ignore_label)
   key = jax.random.PRNGKey(int(lc.get("eval_seed", 0)))
-  mirror = bool(lc.get("mirror_average", False))
-  blend = float(lc.get("fill_blend", 0.0))
+  options = inf.completion_options(lc)
   traces: list = []
 
   @functools.partial(jax.jit, static_argnames="k")
@@ -211,8 +210,7 @@ def make_completer(config, mdef, params, batch_stats, *, name: str, ratio: float
     traces.append(k)  # runs once per compile
     ids_keep, ids_masked, mask = inf.strategy_mask(label, key, strategy="background_first", k=k, p=p,
                                                    background_classes=bg, ignore_label=ignore, force=force)
-    logits = inf.completion_logits(mdef.merge(params, batch_stats), image, label, ids_keep, ids_masked,
-                                   mirror=mirror, fill_blend=blend)
+    logits = inf.completion_logits(mdef.merge(params, batch_stats), image, label, ids_keep, ids_masked, **options)
     return logits, mask
 
   return Completer(name=name, ratio=train_ratio if ratio is None else float(ratio), train_ratio=train_ratio,

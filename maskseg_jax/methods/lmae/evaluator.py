@@ -95,16 +95,14 @@ class LMAEEvaluator:
     k = P.num_visible(num_patches, float(lmae_config.mask_ratio))
     bg = tuple(int(c) for c in lmae_config.background_classes)
     ignore = int(data_config.ignore_label)
-    mirror = bool(lmae_config.get("mirror_average", False))
-    blend = float(lmae_config.get("fill_blend", 0.0))
+    options = inf.completion_options(lmae_config)
 
     def step(state, batch, rng):
       label = batch["label"]
       ids_keep, ids_masked, mask = inf.strategy_mask(label, rng, strategy=strategy, k=k, p=p,
                                                      background_classes=bg, ignore_label=ignore)
       model = mdef.merge(state["params"], state["batch_stats"])
-      logits = inf.completion_logits(model, batch["image"], label, ids_keep, ids_masked, mirror=mirror,
-                                     fill_blend=blend)
+      logits = inf.completion_logits(model, batch["image"], label, ids_keep, ids_masked, **options)
       pred = jnp.argmax(logits, -1).astype(jnp.int32)
       mask_px = inf.patch_pixels(mask, p, h, w)
       valid = batch["valid"][:, None, None]

@@ -133,12 +133,13 @@ def check_prior(prior: str) -> None:
 
 
 PRIOR_CUES = 4  # seed distance + RGB difference to the seed, per pixel
+SEED_DISTANCE_UNIT = 8.0  # px: the distance cue is in these units (about one patch)
 
 
 def prior_features(image: jax.Array, label: jax.Array, visible_px: jax.Array, num_classes: int, prior: str):
   """(one-hot float[B,H,W,N] of the prior label, cues float[B,H,W,4]) from the visible labels only.
 
-  Cues tell how far the prior reaches (distance to the seed, in units of 8 px) and whether the pixel looks like
+  Cues tell how far the prior reaches (distance to the seed, in units of SEED_DISTANCE_UNIT px) and whether the pixel looks like
   its seed (normalized-RGB difference), which a small conv head cannot compute when the seed is far away.
   All zero for "none" and where nothing is visible.
   """
@@ -151,7 +152,7 @@ def prior_features(image: jax.Array, label: jax.Array, visible_px: jax.Array, nu
   found = fill >= 0
   ys = jnp.arange(h, dtype=jnp.float32)[None, :, None]
   xs = jnp.arange(w, dtype=jnp.float32)[None, None, :]
-  dist = jnp.where(found, jnp.sqrt((sy - ys) ** 2 + (sx - xs) ** 2) / 8.0, 0.0)
+  dist = jnp.where(found, jnp.sqrt((sy - ys) ** 2 + (sx - xs) ** 2) / SEED_DISTANCE_UNIT, 0.0)
   flat = jnp.where(found, sy * w + sx, 0).astype(jnp.int32).reshape(b, h * w)
   seed_rgb = jnp.take_along_axis(image.reshape(b, h * w, 3), flat[..., None], axis=1).reshape(b, h, w, 3)
   diff = jnp.where(found[..., None], image - seed_rgb, 0.0)

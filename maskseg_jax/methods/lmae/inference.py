@@ -65,8 +65,16 @@ def mirrored_patch_ids(ids: jax.Array, grid_w: int) -> jax.Array:
   return (ids // grid_w) * grid_w + (grid_w - 1 - ids % grid_w)
 
 
+def completion_options(lmae_config) -> dict:
+  """The inference-time extensions of a run's `lmae` config, as `completion_logits` keywords (eval and
+  completion read them here, so both complete the same way)."""
+  return dict(mirror=bool(lmae_config.get("mirror_average", False)),
+              fill_blend=float(lmae_config.get("fill_blend", 0.0)),
+              fill_reach=float(lmae_config.get("fill_blend_reach", 0.0)))
+
+
 def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                      mirror: bool = False, fill_blend: float = 0.0) -> jax.Array:
+                      mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0) -> jax.Array:
   """The model's logits [B,H,W,N] at inference (eval and completion).
 
   `mirror` (this project's extension, `lmae.mirror_average`): also run the horizontally flipped image, label and
@@ -75,6 +83,8 @@ def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.A
   `fill_blend` = a (this project's extension, `lmae.fill_blend`): returns log((1 - a) x softmax + a x one-hot of
   the geodesic fill of the visible labels), so the fill decides where the model is unsure (a < 0.5: where the
   model gives the fill's class within a / (1 - a) of its own top class).
+  `fill_reach` = r px (this project's extension, `lmae.fill_blend_reach`; 0 = off): a falls off with the distance d
+  from a pixel to the visible pixel its fill copies, a x exp(-d / r): a fill is surest next to its seed.
   """
   logits = model(image, label, ids_keep, ids_masked, train=False).astype(jnp.float32)
   if mirror:
@@ -84,17 +94,19 @@ def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.A
     logits = jnp.log((jax.nn.softmax(logits, -1) + jax.nn.softmax(flipped, -1)) / 2 + 1e-12)
   if fill_blend <= 0.0:
     return logits
-  return jnp.log((1.0 - fill_blend) * jax.nn.softmax(logits, -1)
-                 + fill_blend * geodesic_fill_onehot(image, label, ids_masked, model.patch_size, logits.shape[-1])
-                 + 1e-12)
+  onehot, seed_distance = geodesic_fill(image, label, ids_masked, model.patch_size, logits.shape[-1])
+  a = fill_blend * (jnp.exp(-seed_distance / fill_reach) if fill_reach > 0 else 1.0)
+  return jnp.log((1.0 - a) * jax.nn.softmax(logits, -1) + a * onehot + 1e-12)
 
 
-def geodesic_fill_onehot(image: jax.Array, label: jax.Array, ids_masked: jax.Array, p: int, num_classes: int):
-  """float[B,H,W,N] one-hot of the in-graph geodesic fill from the labels outside the masked patches (zero where
-  no label is visible): the geodesic prior's one-hot."""
+def geodesic_fill(image: jax.Array, label: jax.Array, ids_masked: jax.Array, p: int, num_classes: int):
+  """(float[B,H,W,N] one-hot of the in-graph geodesic fill from the labels outside the masked patches (zero where
+  no label is visible), float[B,H,W,1] distance in pixels to the visible pixel each fill copies): the geodesic
+  prior's one-hot and its first cue."""
   h, w = label.shape[1:]
   visible_px = ~P.masked_pixels(ids_masked, p, h, w)
-  return ext.prior_features(image, label, visible_px, num_classes, "geodesic")[0].astype(jnp.float32)
+  onehot, cues = ext.prior_features(image, label, visible_px, num_classes, "geodesic")
+  return onehot.astype(jnp.float32), cues[..., :1].astype(jnp.float32) * ext.SEED_DISTANCE_UNIT
 
 
 def compose(label: jax.Array, pred: jax.Array, region: jax.Array) -> jax.Array:
