@@ -150,11 +150,13 @@ def test_reconstruction_step_lowers_the_loss(tmp_path):
   assert local["mask"].shape == (8, 32, 32) and local["target"].shape == (8, 32, 32, 3)
   batch = sharding.to_global(local, mesh)
   losses = []
-  for i in range(8):
+  for i in range(12):
     state, metrics = step(state, batch, jax.random.PRNGKey(i))
     losses.append(float(metrics["loss"]))
     assert set(metrics) >= {"loss", "l1", "ms_ssim", "lr"}
-  assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0], losses
+  # Window means, not single steps: one step's loss moves by a few percent with its masks (1.03 -> 0.98 / 0.85 / 0.81).
+  first, middle, last = (np.mean(losses[i:i + 4]) for i in (0, 4, 8))
+  assert np.isfinite(losses).all() and last < middle < first and last < 0.87 * first, losses
 
 
 # ------------------------------------------------------------------------------------------ stage runs
