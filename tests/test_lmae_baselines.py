@@ -11,7 +11,6 @@ from flax import nnx
 from scipy import ndimage
 
 from maskseg_jax import config_base, metrics, sharding
-from maskseg_jax.errors import ConfigError
 from maskseg_jax.losses import segmentation as seg_losses
 from maskseg_jax.methods import get_method
 from maskseg_jax.methods.lmae import evaluator as lmae_eval
@@ -349,32 +348,3 @@ def test_fill_blend_hands_the_unsure_pixels_to_the_geodesic_fill():
   np.testing.assert_array_equal(got == np.asarray(geodesic), expect_fill | (probs.argmax(-1) == np.asarray(geodesic)))
   constant = np.asarray(jnp.argmax(inf.completion_logits(model, image, label, keep, masked, fill_blend=a_near), -1))
   assert (got != constant).any()  # the reach changed some pixels
-
-
-def test_completion_passes_commit_the_surer_half_and_never_read_a_hidden_label():
-  """passes=2: the surer half of the masked patches keeps pass 1's logits, the rest is the model run again with the
-  committed predictions as visible labels; hidden labels change nothing; passes=1 is the plain model."""
-  model = _model(prior="nearest", refine_width=4)
-  model.refine.out.kernel[...] = 0.3 * jnp.ones_like(model.refine.out.kernel[...])
-  image, label, keep, masked, mask_px = _inputs()
-  first = inf.completion_logits(model, image, label, keep, masked)
-  np.testing.assert_array_equal(np.asarray(first), np.asarray(model(image, label, keep, masked, train=False)))
-  two = inf.completion_logits(model, image, label, keep, masked, passes=2)
-  hidden_changed = jnp.where(mask_px, (label + 1) % N, label)
-  np.testing.assert_array_equal(np.asarray(two), np.asarray(
-      inf.completion_logits(model, image, hidden_changed, keep, masked, passes=2)))
-  surety = np.asarray(jax.nn.softmax(first, -1)).max(-1).reshape(2, 4, 8, 4, 8).mean((2, 4)).reshape(2, 16)
-  for b in range(2):
-    ids = np.asarray(masked[b])
-    order = ids[np.argsort(-surety[b, ids], kind="stable")]
-    commit, rest = order[:4], order[4:]
-    commit_px = np.isin(np.arange(16).reshape(4, 1, 4, 1).repeat(8, 1).repeat(8, 3).reshape(32, 32), commit)
-    np.testing.assert_array_equal(np.asarray(two[b])[commit_px], np.asarray(first[b])[commit_px])
-    relabelled = np.where(commit_px, np.asarray(jnp.argmax(first[b], -1)), np.asarray(label[b]))
-    again = model(image[b:b + 1], jnp.asarray(relabelled)[None], jnp.asarray(np.r_[np.asarray(keep[b]), commit])[None],
-                  jnp.asarray(rest)[None], train=False)[0]
-    rest_px = mask_px[b] & ~commit_px
-    np.testing.assert_allclose(np.asarray(two[b])[rest_px], np.asarray(again)[rest_px], rtol=1e-5, atol=1e-5)
-    assert not np.allclose(np.asarray(two[b])[rest_px], np.asarray(first[b])[rest_px])  # the second pass changed them
-  with pytest.raises(ConfigError, match="completion_passes=0"):
-    inf.completion_logits(model, image, label, keep, masked, passes=0)

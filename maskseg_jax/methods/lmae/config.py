@@ -22,7 +22,6 @@ LMAE_DEFAULTS = dict(
     mirror_average=False,           # this project's extension: average with the mirrored input at eval/completion
     fill_blend=0.0,                 # this project's extension: mix a x one-hot(geodesic fill) into the softmax (eval/completion)
     fill_blend_reach=0.0,           # this project's extension: a x exp(-d / reach) at d px from the fill's seed (0: a)
-    completion_passes=1,            # this project's extension: > 1 commits the surer half of the masked patches per pass
     eval_seed=0,                    # fixed masking noise, so evals are comparable between steps
     eval_baselines=("nearest", "geodesic"),  # non-learned fills scored beside the model (maskseg_jax/methods/lmae/fills.py)
     unknown_value=254,              # label value a user sets on pixels to complete (always masked)

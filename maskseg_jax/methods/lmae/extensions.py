@@ -12,13 +12,11 @@
                             so it starts as the plain model), so predictions follow image edges instead of being
                             blocky per patch.
 
-More extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
-eval and completion, `inference.one_pass`), `lmae.fill_blend` (the softmax mixed with the one-hot
+Four more extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
+eval and completion, `inference.completion_logits`), `lmae.fill_blend` (the softmax mixed with the one-hot
 geodesic fill there too, so the fill decides where the model is unsure) with `lmae.fill_blend_reach` (the
-fill's weight falling off with the distance to the visible pixel it copies), `lmae.completion_passes`
-(`inference.completion_logits`: the surer half of the masked patches is committed as visible labels and the
-rest completed again) and `lmae.lovasz_weight` (+ Lovasz-softmax on the masked pixels,
-`losses/segmentation.py`, added in `task.make_train_step`).
+fill's weight falling off with the distance to the visible pixel it copies) and `lmae.lovasz_weight`
+(+ Lovasz-softmax on the masked pixels, `losses/segmentation.py`, added in `task.make_train_step`).
 
 Why: on CamVid the paper's model completes labels worse than the nearest fill (README). Their effect is measured
 by `experiments/lmae_ablations.py --groups=extensions` (tables in the README and experiments/results/).

@@ -70,43 +70,12 @@ def completion_options(lmae_config) -> dict:
   completion read them here, so both complete the same way)."""
   return dict(mirror=bool(lmae_config.get("mirror_average", False)),
               fill_blend=float(lmae_config.get("fill_blend", 0.0)),
-              fill_reach=float(lmae_config.get("fill_blend_reach", 0.0)),
-              passes=int(lmae_config.get("completion_passes", 1)))
+              fill_reach=float(lmae_config.get("fill_blend_reach", 0.0)))
 
 
 def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                      passes: int = 1, **options) -> jax.Array:
-  """The model's logits [B,H,W,N] at inference (eval and completion): `one_pass`, `passes` times.
-
-  `passes` > 1 (this project's extension, `lmae.completion_passes`): after each pass the surer half of the
-  still-masked patches (mean top-class probability over the patch) is committed, i.e. its predicted labels become
-  visible labels, and the next pass completes the rest with that context; committed patches keep the logits of
-  the pass that committed them. Only the model's own predictions are added, never a hidden label (the committed
-  patches' labels are all overwritten). Shapes stay static: pass i sees K + M - ceil(M / 2^i) visible patches.
-  """
-  if passes < 1:
-    raise ConfigError(f"lmae.completion_passes={passes}; expected 1 or more")
-  logits = one_pass(model, image, label, ids_keep, ids_masked, **options)
-  p = model.patch_size
-  h, w = label.shape[1:]
-  for _ in range(passes - 1):
-    n_masked = ids_masked.shape[1]
-    if n_masked < 2:
-      break
-    surety = P.patch_pixel_values(jnp.max(jax.nn.softmax(logits, -1), -1, keepdims=True), ids_masked, p)
-    order = jnp.argsort(-surety.reshape(ids_masked.shape[0], n_masked, p * p).mean(-1), axis=1)
-    ranked = jnp.take_along_axis(ids_masked, order, axis=1)
-    commit, ids_masked = ranked[:, :n_masked // 2], ranked[:, n_masked // 2:]
-    label = jnp.where(P.masked_pixels(commit, p, h, w), jnp.argmax(logits, -1).astype(label.dtype), label)
-    ids_keep = jnp.concatenate([ids_keep, commit], axis=1)
-    rest = P.masked_pixels(ids_masked, p, h, w)[..., None]
-    logits = jnp.where(rest, one_pass(model, image, label, ids_keep, ids_masked, **options), logits)
-  return logits
-
-
-def one_pass(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-             mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0) -> jax.Array:
-  """One forward pass of the model at inference, with the inference-time extensions: logits [B,H,W,N].
+                      mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0) -> jax.Array:
+  """The model's logits [B,H,W,N] at inference (eval and completion).
 
   `mirror` (this project's extension, `lmae.mirror_average`): also run the horizontally flipped image, label and
   patch mask (the same patches, mirrored) and average the two softmaxes (returned as log-probabilities): street
