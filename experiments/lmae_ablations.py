@@ -53,14 +53,14 @@ VARIANTS = {
     "wider_vit": {"model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
     "lovasz_wider": {"lmae.lovasz_weight": 1.0, "model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
     "lovasz_3": {"lmae.lovasz_weight": 3.0},
-    "vit_4x192": {"model.enc_depth": 4, "model.enc_dim": 192, "model.dec_depth": 3, "model.dec_dim": 192},
+    "vit_3x128": {"model.enc_depth": 3, "model.enc_dim": 0, "model.dec_depth": 2, "model.dec_dim": 128},
     "no_lovasz": {"lmae.lovasz_weight": 0.0},
-    "tiny_vit": {"model.enc_depth": 0, "model.dec_depth": 0, "model.dec_dim": 0},  # 0: from model.size (tiny)
+    "tiny_vit": {"model.enc_depth": 0, "model.enc_dim": 0, "model.dec_depth": 0, "model.dec_dim": 0},  # 0: model.size
     "paper_model": {"model.prior": "none", "model.refine_width": 0, "lmae.lovasz_weight": 0.0, "lmae.fill_blend": 0.0,
-                    "model.enc_depth": 0, "model.dec_depth": 0, "model.dec_dim": 0},
+                    "model.enc_depth": 0, "model.enc_dim": 0, "model.dec_depth": 0, "model.dec_dim": 0},
 }
 EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
-    "recipe": ["baseline", "vit_4x192", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
+    "recipe": ["baseline", "vit_3x128", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
     "recipe_v1": ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior",
                   "no_refine", "no_extensions"],
 }
@@ -73,7 +73,8 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "lovasz": "+ Lovasz-softmax loss (weight 1)", "wider_vit": "encoder 3 blocks, decoder 2 x 128",
             "lovasz_wider": "+ Lovasz (weight 1), encoder 3 blocks, decoder 2 x 128",
             "lovasz_3": "+ Lovasz-softmax loss (weight 3)",
-            "vit_4x192": "a wider ViT still: encoder 4 x 192, decoder 3 x 192", "no_lovasz": "without the Lovasz term",
+            "vit_3x128": "the session-6 recipe's ViT: encoder 3 x 128, decoder 2 x 128",
+            "no_lovasz": "without the Lovasz term",
             "tiny_vit": "the cpu-size ViT (encoder 2 blocks, decoder 1 x 64)",
             "paper_model": "without every extension (the paper's tiny model)"}
 

@@ -180,5 +180,6 @@ def test_every_extension_variant_changes_its_recipe(config_arg):
   configs = {n: abl.variant_config(n, "camvid", 10, config_arg=config_arg).to_json(sort_keys=True) for n in names}
   assert names[0] == "baseline" and len(set(configs.values())) == len(names)
   recipe, v1 = (abl.variant_config("baseline", "camvid", 10, config_arg=a) for a in ("recipe", "recipe_v1"))
-  assert (recipe.lmae.lovasz_weight, recipe.model.enc_depth, recipe.lmae.fill_blend) == (1.0, 3, 0.3)
+  assert (recipe.lmae.lovasz_weight, recipe.model.enc_depth, recipe.model.enc_dim, recipe.lmae.fill_blend) == (
+      1.0, 4, 192, 0.3)
   assert (v1.lmae.lovasz_weight, v1.model.enc_depth, v1.lmae.fill_blend, v1.model.prior) == (0.0, 0, 0.0, "nearest")
