@@ -29,9 +29,9 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v1][,<ratio>]`; r
       `recipe`: `cpu` plus this project's extensions (methods/lmae/extensions.py): the nearest-visible-label
       prior, the pixel-level refinement head, Lovasz-softmax (weight 1), a wider ViT (encoder 4 x 192, decoder
       3 x 192) and the fill blend (0.3, eval and completion only); a cosine schedule with warm-up, 2400 steps
-      (about 17 minutes alone on the 2-core CPU). Expect (mean of seeds 0 and 1): val PA-mIoU 0.617 / 0.671,
-      global mIoU 0.757 / 0.825 (BF / random), against the geodesic fill's 0.522 / 0.600; at ratio 0.75 (README,
-      "L-MAE label completion").
+      (17.6 minutes alone on the 2-core CPU, with its two evals). Expect (mean of seeds 0 and 1): val PA-mIoU
+      0.617 / 0.671, global mIoU 0.757 / 0.825 (BF / random), against the geodesic fill's 0.522 / 0.600; at
+      ratio 0.75 (`camvid,recipe,0.75`) 0.585 / 0.599 against 0.459 / 0.486 (README, "L-MAE label completion").
       `recipe_v1`: the first recipe (the prior and the refinement head only; the runs of the README's earlier
       tables). Expect val PA-mIoU 0.566 BF / 0.619 random, global mIoU 0.716 / 0.789.
 """

@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchmark_models import matmul_peak, timed_step  # noqa: E402  (the shared timing code)
 
 from maskseg_jax import config_base, optim, sharding, train  # noqa: E402
+from maskseg_jax.errors import MasksegError  # noqa: E402
 from maskseg_jax.methods import base  # noqa: E402
 from maskseg_jax.methods.lmae import config as lmae_config  # noqa: E402
 from maskseg_jax.methods.lmae import inference as inf  # noqa: E402
@@ -135,7 +136,10 @@ def main(argv=None) -> None:
   if sets and not args.config_arg:
     raise SystemExit("--set needs --config_arg (the --size models are fixed)")
   if args.completion:
-    print(json.dumps(completion_benchmark(args), indent=1))
+    try:
+      print(json.dumps(completion_benchmark(args), indent=1))
+    except MasksegError as e:  # a bad folder or run: one line, as the completion command itself reports it
+      raise SystemExit(f"error: {e}") from None
     return
   mesh = sharding.make_mesh()
   peak = matmul_peak() * jax.local_device_count()
