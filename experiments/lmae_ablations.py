@@ -36,6 +36,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = ("ips", "fuse", "strategy", "ratio", "extensions")
 RESULT_FILE = "ablation.json"
 
+# The ViT sizes the variants switch between (a 0 takes the value of model.size, tiny).
+SESSION6_VIT = {"model.enc_depth": 3, "model.enc_dim": 0, "model.dec_depth": 2, "model.dec_dim": 128}
+SIZE_VIT = {"model.enc_depth": 0, "model.enc_dim": 0, "model.dec_depth": 0, "model.dec_dim": 0}
+
 # Each variant is the baseline plus these dotted overrides.
 VARIANTS = {
     "baseline": {},
@@ -50,17 +54,16 @@ VARIANTS = {
     "no_extensions": {"model.prior": "none", "model.refine_width": 0},
     "geodesic_prior": {"model.prior": "geodesic"},
     "lovasz": {"lmae.lovasz_weight": 1.0},
-    "wider_vit": {"model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
-    "lovasz_wider": {"lmae.lovasz_weight": 1.0, "model.enc_depth": 3, "model.dec_depth": 2, "model.dec_dim": 128},
+    "wider_vit": dict(SESSION6_VIT),
+    "lovasz_wider": {"lmae.lovasz_weight": 1.0, **SESSION6_VIT},
     "lovasz_3": {"lmae.lovasz_weight": 3.0},
-    "vit_3x128": {"model.enc_depth": 3, "model.enc_dim": 0, "model.dec_depth": 2, "model.dec_dim": 128},
     "no_lovasz": {"lmae.lovasz_weight": 0.0},
-    "tiny_vit": {"model.enc_depth": 0, "model.enc_dim": 0, "model.dec_depth": 0, "model.dec_dim": 0},  # 0: model.size
+    "tiny_vit": dict(SIZE_VIT),
     "paper_model": {"model.prior": "none", "model.refine_width": 0, "lmae.lovasz_weight": 0.0, "lmae.fill_blend": 0.0,
-                    "model.enc_depth": 0, "model.enc_dim": 0, "model.dec_depth": 0, "model.dec_dim": 0},
+                    **SIZE_VIT},
 }
 EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
-    "recipe": ["baseline", "vit_3x128", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
+    "recipe": ["baseline", "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
     "recipe_v1": ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior",
                   "no_refine", "no_extensions"],
 }
@@ -73,7 +76,6 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "lovasz": "+ Lovasz-softmax loss (weight 1)", "wider_vit": "encoder 3 blocks, decoder 2 x 128",
             "lovasz_wider": "+ Lovasz (weight 1), encoder 3 blocks, decoder 2 x 128",
             "lovasz_3": "+ Lovasz-softmax loss (weight 3)",
-            "vit_3x128": "the session-6 recipe's ViT: encoder 3 x 128, decoder 2 x 128",
             "no_lovasz": "without the Lovasz term",
             "tiny_vit": "the cpu-size ViT (encoder 2 blocks, decoder 1 x 64)",
             "paper_model": "without every extension (the paper's tiny model)"}
