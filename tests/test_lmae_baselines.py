@@ -11,6 +11,7 @@ from flax import nnx
 from scipy import ndimage
 
 from maskseg_jax import config_base, metrics, sharding
+from maskseg_jax.errors import ConfigError
 from maskseg_jax.losses import segmentation as seg_losses
 from maskseg_jax.methods import get_method
 from maskseg_jax.methods.lmae import evaluator as lmae_eval
@@ -164,7 +165,7 @@ def _inputs(seed=0):
 
 
 @pytest.mark.parametrize("kw", [dict(prior="nearest"), dict(refine_width=4), dict(prior="nearest", refine_width=4),
-                                dict(prior="geodesic", refine_width=4)])
+                                dict(prior="geodesic", refine_width=4), dict(prior="nearest", prior_skip=True)])
 def test_extensions_keep_masked_labels_hidden(kw):
   model = _model(**kw)
   image, label, keep, masked, mask_px = _inputs()
@@ -203,6 +204,28 @@ def test_refine_head_starts_as_identity_and_then_trains():
   changed = model(image, label, keep, masked, train=False)
   model.refine.out.kernel[...] = jnp.zeros_like(model.refine.out.kernel[...])
   assert float(jnp.abs(changed - model(image, label, keep, masked, train=False)).max()) > 1e-3
+
+
+def test_prior_skip_adds_its_weight_at_the_prior_class_by_seed_distance():
+  model = _model(prior="nearest", refine_width=4, prior_skip=True)
+  image, label, keep, masked, mask_px = _inputs()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  grads = jax.grad(lambda p: jnp.mean(nnx.merge(graphdef, p, rest)(image, label, keep, masked, train=True) ** 2))(params)
+  assert float(jnp.abs(grads["prior_skip"]["weight"][...]).max()) > 0.0      # it is in the graph and trains
+  before = model(image, label, keep, masked, train=False)
+  plain = _model(prior="nearest", refine_width=4)                             # zero-init: the model without it
+  np.testing.assert_allclose(np.asarray(before), np.asarray(plain(image, label, keep, masked, train=False)), atol=1e-6)
+  weight = jnp.arange(1.0, 1.0 + model.prior_skip.weight[...].size).reshape(model.prior_skip.weight[...].shape)
+  model.prior_skip.weight[...] = weight
+  added = np.asarray(model(image, label, keep, masked, train=False) - before)
+  prior, cues = ext.prior_features(image, label, ~jnp.asarray(mask_px), N, "nearest")
+  bucket = np.searchsorted(ext.SKIP_DISTANCE_EDGES, np.asarray(cues[..., 0]) * ext.SEED_DISTANCE_UNIT, side="right")
+  cls = np.asarray(prior).argmax(-1)
+  expected = np.asarray(prior) * np.asarray(weight)[bucket, cls][..., None]
+  np.testing.assert_allclose(added, expected, atol=1e-4)
+  assert len(np.unique(bucket[mask_px])) > 2                                  # several distance buckets were used
+  with pytest.raises(ConfigError, match="prior_skip needs a model.prior"):
+    _model(prior_skip=True)
 
 
 def test_lovasz_softmax_is_the_jaccard_loss_at_one_hot_predictions():

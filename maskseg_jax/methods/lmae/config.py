@@ -52,6 +52,7 @@ def apply_lmae(c, *, size: str, patch_size: int, image_size, mask_ratio: float, 
   m.mlp_ratio = 4.0
   m.prior = "none"                  # this project's extensions (methods/lmae/extensions.py): off = the paper
   m.refine_width = 0
+  m.prior_skip = False
   c.data.eval_size = m.image_size   # evaluation runs on val images resized to the model input
   c.data.scale_range = (1.0, 1.0)   # unused by the L-MAE transform (crop then resize)
   o = c.optim

@@ -11,6 +11,10 @@
                             the prior and the visible labels adds residual logits at full resolution (zero-init,
                             so it starts as the plain model), so predictions follow image edges instead of being
                             blocky per patch.
+  model.prior_skip = True   Prior skip: logits += W[distance bucket, prior class] at the prior's class, W learned
+                            (zero-init, one weight per bucket of the distance to the prior's seed and per class), so
+                            the model learns a correction of the fill instead of re-learning to copy it: the fill is
+                            surest next to its seed (on CamVid it beat the model on the pixels within 1.5 px of one).
 
 Four more extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
 eval and completion, `inference.completion_logits`), `lmae.fill_blend` (the softmax mixed with the one-hot
@@ -159,6 +163,23 @@ def prior_features(image: jax.Array, label: jax.Array, visible_px: jax.Array, nu
   diff = jnp.where(found[..., None], image - seed_rgb, 0.0)
   cues = jnp.concatenate([dist[..., None].astype(image.dtype), diff.astype(image.dtype)], -1)
   return jax.nn.one_hot(fill, num_classes, dtype=image.dtype), cues
+
+
+# Upper edges (px) of the distance-to-seed buckets of the prior skip; the last bucket is open.
+SKIP_DISTANCE_EDGES = (1.5, 2.5, 3.5, 4.5, 6.0, 8.0, 12.0)
+
+
+class PriorSkip(nnx.Module):
+  """Logits added at the prior's class: W[bucket(distance to the seed), class], zero-init (starts as the model)."""
+
+  def __init__(self, num_classes: int):
+    self.weight = nnx.Param(jnp.zeros((len(SKIP_DISTANCE_EDGES) + 1, num_classes), jnp.float32))
+
+  def __call__(self, prior: jax.Array, cues: jax.Array) -> jax.Array:
+    """prior one-hot float[B,H,W,N], cues from `prior_features` -> float[B,H,W,N] (0 where no prior)."""
+    distance = cues[..., 0] * SEED_DISTANCE_UNIT
+    bucket = jnp.searchsorted(jnp.asarray(SKIP_DISTANCE_EDGES, distance.dtype), distance, side="right")
+    return prior * self.weight[...][bucket].astype(prior.dtype)
 
 
 class RefineHead(nnx.Module):

@@ -17,6 +17,7 @@ See `../shared/specs/lmae.md`, section "Model".
   this project's extensions (off when absent; `methods/lmae/extensions.py`):
   prior         "none" | "nearest" | "geodesic": visible-label prior fed to IPS and the refinement head
   refine_width  int; > 0 adds a pixel-level conv refinement head of that width
+  prior_skip    bool; learned logits at the prior's class by distance to its seed (needs a prior)
 
 Encoder parameters live under `model.backbone` (the project convention); L-MAE trains everything with one
 learning rate, so its configs should set `optim.head_lr_mult = 1.0`.
@@ -176,7 +177,8 @@ class LMAE(nnx.Module):
   def __init__(self, *, num_classes: int, image_size: int | tuple[int, int], patch_size: int,
                enc_depth: int, dec_depth: int, enc_dim: int, dec_dim: int, enc_heads: int, dec_heads: int,
                mlp_ratio: float = 4, fuse: str = "layer", ips: bool = True, activation: str = "relu",
-               drop_path: float = 0.0, prior: str = "none", refine_width: int = 0, rngs: nnx.Rngs):
+               drop_path: float = 0.0, prior: str = "none", refine_width: int = 0, prior_skip: bool = False,
+               rngs: nnx.Rngs):
     h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     p = patch_size
     if h % p or w % p:
@@ -195,6 +197,9 @@ class LMAE(nnx.Module):
     if prior != "none" and not ips:
       raise ConfigError("model.prior needs model.ips=True (the prior joins the image patch of masked tokens)")
     self.prior = prior
+    if prior_skip and prior == "none":
+      raise ConfigError("model.prior_skip needs a model.prior (it adds logits at the prior's class)")
+    self.prior_skip = ext.PriorSkip(num_classes) if prior_skip else None
     self.dec_dim = dec_dim
     sincos_2d(dec_dim, *self.grid)  # validate the decoder width early
     # A dedicated "dropout" stream, so `nnx.reseed(model, dropout=key)` works even when built from nnx.Rngs(seed).
@@ -253,12 +258,14 @@ class LMAE(nnx.Module):
     for block in self.decoder_blocks:
       x = block(x, train=train)
     logits = unpatchify(self.head(self.decoder_norm(x)), p, h, w)  # [B,H,W,N]
-    if self.refine is None:
-      return logits
-    visible_onehot = jax.nn.one_hot(jnp.where(masked_px, -1, label), self.num_classes, dtype=image.dtype)
-    features = jnp.concatenate([image, logits, prior, cues, visible_onehot, masked_px[..., None].astype(image.dtype)],
-                               -1)
-    return logits + self.refine(features)
+    if self.refine is not None:
+      visible_onehot = jax.nn.one_hot(jnp.where(masked_px, -1, label), self.num_classes, dtype=image.dtype)
+      features = jnp.concatenate([image, logits, prior, cues, visible_onehot,
+                                  masked_px[..., None].astype(image.dtype)], -1)
+      logits = logits + self.refine(features)
+    if self.prior_skip is not None:
+      logits = logits + self.prior_skip(prior, cues)
+    return logits
 
 
 # --- Sizes and builder -----------------------------------------------------------------------------------
@@ -292,4 +299,5 @@ def build_lmae(model_config, num_classes: int, rngs: nnx.Rngs) -> LMAE:
   return LMAE(num_classes=num_classes, image_size=image_size, patch_size=int(model_config.patch_size),
               fuse=model_config.fuse, ips=bool(model_config.ips), activation=model_config.activation,
               drop_path=float(model_config.drop_path), prior=str(model_config.get("prior", "none")),
-              refine_width=int(model_config.get("refine_width", 0)), rngs=rngs, **dims)
+              refine_width=int(model_config.get("refine_width", 0)),
+              prior_skip=bool(model_config.get("prior_skip", False)), rngs=rngs, **dims)
