@@ -337,6 +337,41 @@ def test_train_loss_equals_weighted_ce_on_masked_pixels_of_the_drawn_strategy(tm
   assert abs(float((ce_all * w_all * everywhere).sum() / (w_all * everywhere).sum()) - expected) > 1e-4
 
 
+def test_train_mask_ratios_mask_each_batch_slice_at_its_own_ratio(tmp_path):
+  """Two training ratios: the first half of the batch keeps 12 of 16 patches, the second 4; the loss is the CE
+  pooled over both halves' masked pixels (by hand), not the loss at lmae.mask_ratio."""
+  config = tiny_config(**{"lmae.strategy_probs": (1, 0, 0), "optim.lr": 0.0, "lmae.train_mask_ratios": (0.25, 0.75)})
+  task = get_method("lmae").build(config, sharding.make_mesh(1), str(tmp_path))
+  weights = jnp.linspace(0.2, 2.0, N)
+  state = dict(task.state, extra={"class_weights": weights})
+  batch = {k: jnp.asarray(v) for k, v in next(task.train_iter).items()}
+  rng = jax.random.PRNGKey(5)
+  _, metrics_ = jax.jit(task.train_step)(state, batch, rng)
+  model = get_method("lmae").init_state(config, N)[0].merge(state["params"], state["batch_stats"])
+  k_mask = jax.random.split(rng)[0]
+  half = batch["label"].shape[0] // 2
+  total = count = 0.0
+  for i, (sl, k) in enumerate(((slice(0, half), 12), (slice(half, None), 4))):
+    label = batch["label"][sl]
+    noise = jax.random.split(jax.random.fold_in(k_mask, i))[1]
+    keep, masked, mask = P.mask_from_scores(P.MASK_STRATEGIES["random"](noise, P.background_proportion(label, 8, (0,))), k)
+    assert keep.shape[1] == k
+    logp = np.asarray(jax.nn.log_softmax(model(batch["image"][sl], label, keep, masked, train=True), -1))
+    region = np.asarray(inf.patch_pixels(mask, 8, 32, 32)) & (np.asarray(label) != 255)
+    lab = np.where(region, np.asarray(label), 0)
+    w = np.asarray(weights)[lab] * region
+    total += float((-np.take_along_axis(logp, lab[..., None], -1)[..., 0] * w).sum())
+    count += float(w.sum())
+  assert float(metrics_["loss"]) == pytest.approx(total / count, rel=1e-5)
+  single = tiny_config(**{"lmae.strategy_probs": (1, 0, 0), "optim.lr": 0.0})
+  task1 = get_method("lmae").build(single, sharding.make_mesh(1), str(tmp_path / "one"))
+  _, one = jax.jit(task1.train_step)(dict(task1.state, extra={"class_weights": weights}), batch, rng)
+  assert abs(float(one["loss"]) - total / count) > 1e-4
+  with pytest.raises(ConfigError, match="train_mask_ratios holds 1"):
+    from maskseg_jax.methods.lmae.task import train_ratios
+    train_ratios(tiny_config(**{"lmae.train_mask_ratios": (0.5, 1.0)}).lmae)
+
+
 def test_fill_blend_hands_the_unsure_pixels_to_the_geodesic_fill():
   """a = 0 is the model; a = 1 is the geodesic fill of the visible labels (hidden labels cannot change it); in
   between, the fill's class wins exactly where the model's top class leads it by less than a / (1 - a)."""

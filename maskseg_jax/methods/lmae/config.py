@@ -17,6 +17,7 @@ LMAE_DEFAULTS = dict(
     class_weighting="paper",        # paper (eq. 10-12 weights from training frequencies) | none
     beta=1.0, gamma=1.0, xi=1e-6,   # eq. 10 (fixed, not learned: see the spec)
     loss_region="masked",           # masked (MAE-style) | all
+    train_mask_ratios=(),           # this project's extension: train at these ratios, an equal slice of each batch (eval: mask_ratio)
     lovasz_weight=0.0,              # this project's extension: + weight x Lovasz-softmax (an mIoU surrogate)
     eval_strategies=("background_first", "random"),  # first -> val/*, others -> val_<name>/*
     mirror_average=False,           # this project's extension: average with the mirrored input at eval/completion

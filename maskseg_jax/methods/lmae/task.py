@@ -116,11 +116,26 @@ def warn_unweighted(weights: np.ndarray, class_names=None) -> None:
 
 
 # --- train step -------------------------------------------------------------------------------------------
+def train_ratios(lc) -> tuple[float, ...]:
+  """The mask ratios of training: `lmae.train_mask_ratios` (this project's extension) or `lmae.mask_ratio`."""
+  ratios = tuple(float(r) for r in lc.get("train_mask_ratios", ())) or (float(lc.mask_ratio),)
+  for r in ratios:
+    if not 0.0 < r < 1.0:
+      raise ConfigError(f"lmae.train_mask_ratios holds {r:g}; expected ratios in (0, 1)")
+  return ratios
+
+
 def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_label: int = 255):
   """Pure step: mixed-strategy static-K masks, forward on the visible patches, weighted CE on the region
-  (+ `lmae.lovasz_weight` x the Lovasz-softmax loss on the same pixels, this project's extension)."""
+  (+ `lmae.lovasz_weight` x the Lovasz-softmax loss on the same pixels, this project's extension).
+
+  With several `lmae.train_mask_ratios` (this project's extension) the batch is cut into that many equal
+  slices in order, slice i masked at ratio i (its own static K and mask key `fold_in(key, i)`); the CE is pooled
+  over all slices' counted pixels and the Lovasz term averaged over the slices.
+  """
   p, h, w, num_patches = inf.geometry(model_config)
-  k = P.num_visible(num_patches, float(lc.mask_ratio))
+  ratios = train_ratios(lc)
+  ks = [P.num_visible(num_patches, r) for r in ratios]
   probs = tuple(float(x) for x in lc.strategy_probs)
   bg = tuple(int(c) for c in lc.background_classes)
   if lc.loss_region not in LOSS_REGIONS:
@@ -137,28 +152,47 @@ def make_train_step(mdef: base.ModelDef, tx, lr_fn, *, lc, model_config, ignore_
                                      P.patch_pixel_values(label[..., None], ids_masked, p)[:, 0],
                                      ignore_label=ignore_label)
 
+  def slices(batch_size: int):
+    """(start, stop, K, key index) per training ratio; one ratio: the whole batch with the step's own key."""
+    if len(ratios) == 1:
+      return [(0, batch_size, ks[0], None)]
+    if batch_size < len(ratios):
+      raise ConfigError(f"lmae.train_mask_ratios has {len(ratios)} ratios but the batch holds {batch_size} samples")
+    edges = np.linspace(0, batch_size, len(ratios) + 1).round().astype(int)
+    return [(int(edges[i]), int(edges[i + 1]), ks[i], i) for i in range(len(ratios))]
+
   def train_step(state, batch, rng):
     k_mask, k_drop = jax.random.split(rng)
-    label = batch["label"]
-    b = P.background_proportion(label, p, bg, ignore_label)
-    ids_keep, ids_masked, mask = P.mask_from_scores(P.mixed_strategy_scores(k_mask, b, probs), k)
-    region = inf.patch_pixels(mask, p, h, w) if masked_only else None
+    parts = []
+    for start, stop, k, i in slices(batch["label"].shape[0]):
+      key = k_mask if i is None else jax.random.fold_in(k_mask, i)
+      label = batch["label"][start:stop]
+      b = P.background_proportion(label, p, bg, ignore_label)
+      ids_keep, ids_masked, mask = P.mask_from_scores(P.mixed_strategy_scores(key, b, probs), k)
+      region = inf.patch_pixels(mask, p, h, w) if masked_only else None
+      parts.append((batch["image"][start:stop], label, ids_keep, ids_masked, region,
+                    inf.strategy_choice(key, stop - start, probs)))
 
     def objective(params):
       model = mdef.merge(params, state["batch_stats"])
       base.reseed_dropout(model, k_drop)
-      logits = model(batch["image"], label, ids_keep, ids_masked, train=True)
-      total, count = seg_losses.weighted_cross_entropy(logits, label, state["extra"]["class_weights"],
-                                                       ignore_label=ignore_label, region=region)
+      total = count = lovasz_sum = 0.0
+      for image, label, ids_keep, ids_masked, region, _ in parts:
+        logits = model(image, label, ids_keep, ids_masked, train=True)
+        t, c = seg_losses.weighted_cross_entropy(logits, label, state["extra"]["class_weights"],
+                                                 ignore_label=ignore_label, region=region)
+        total, count = total + t, count + c
+        if lovasz > 0:  # this project's extension: an mIoU surrogate on the same pixels
+          lovasz_sum = lovasz_sum + lovasz_on_region(logits, label, ids_masked if masked_only else None)
       # A batch whose counted pixels all have weight 0 contributes nothing (instead of 0/0).
       loss = jnp.where(count > 0, total / jnp.where(count > 0, count, 1.0), 0.0)
-      if lovasz > 0:  # this project's extension: an mIoU surrogate on the same pixels
-        loss = loss + lovasz * lovasz_on_region(logits, label, ids_masked if masked_only else None)
+      if lovasz > 0:
+        loss = loss + lovasz * lovasz_sum / len(parts)
       return loss, base.batch_stats_of(model)
 
     (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
     new_state = base.apply_gradients(state, tx, grads, loss, batch_stats)
-    which = inf.strategy_choice(k_mask, label.shape[0], probs)
+    which = jnp.concatenate([part[-1] for part in parts])
     metrics = {"loss": loss, "lr": lr_fn(state["step"]) * base.current_lr_scale(new_state["opt"])}
     for i, name in enumerate(P.STRATEGY_ORDER):
       metrics[f"frac_{name}"] = jnp.mean((which == i).astype(jnp.float32))
