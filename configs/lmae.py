@@ -39,12 +39,16 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v1][,<ratio>]`; r
 from maskseg_jax.config_base import base_config, parse_arg, refuse
 from maskseg_jax.methods.lmae.config import apply_lmae
 
-AXES = dict(dataset=("voc", "cityscapes", "synthetic", "camvid"), size=("full", "cpu", "recipe", "recipe_v1"))
+AXES = dict(dataset=("voc", "cityscapes", "synthetic", "camvid"),
+            size=("full", "cpu", "recipe", "recipe_v2", "recipe_v1"))
 ARGS = ("", "voc", "voc,0.6", "cityscapes", "cityscapes,0.6", "synthetic", "synthetic,0.75", "camvid", "camvid,cpu",
-        "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75", "camvid,recipe_v1")
+        "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75", "camvid,recipe_v2", "camvid,recipe_v2,0.75",
+        "camvid,recipe_v1")
 RECIPE_STEPS = 2400
 RECIPE_FILL_BLEND = 0.3  # chosen on val among 0.15 / 0.3 / 0.4 / 0.45 (README)
 RECIPE_VIT = (4, 192, 3, 192)  # encoder depth, width, decoder depth, width (session 8; session 6: 3, 128, 2, 128)
+RECIPE_LR = 3e-3  # session 9, with gradient clipping at norm 1 (recipe_v2: 1e-3, no clipping)
+RECIPE_LOVASZ = 2.0  # session 9 (recipe_v2: 1.0)
 
 
 def voc(c, a, ratio):
@@ -97,7 +101,7 @@ def camvid(c, a, ratio):
   c.optim.lr = 1e-3
   c.optim.plateau_accumulation = 23         # steps per epoch: 367 // 16
   c.train.steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 1500, 50, 500, 500
-  if a["size"] in ("recipe", "recipe_v1"):
+  if a["size"] in ("recipe", "recipe_v2", "recipe_v1"):
     c.model.prior = "nearest"
     c.model.refine_width = 16
     c.optim.schedule = "cosine"
@@ -105,10 +109,14 @@ def camvid(c, a, ratio):
     c.train.steps = RECIPE_STEPS
     c.train.eval_every = RECIPE_STEPS // 2
     c.train.checkpoint_every = RECIPE_STEPS // 4
-  if a["size"] == "recipe":
+  if a["size"] in ("recipe", "recipe_v2"):
     c.model.enc_depth, c.model.enc_dim, c.model.dec_depth, c.model.dec_dim = RECIPE_VIT
     c.lmae.lovasz_weight = 1.0
     c.lmae.fill_blend = RECIPE_FILL_BLEND
+  if a["size"] == "recipe":
+    c.optim.lr, c.optim.grad_clip = RECIPE_LR, 1.0
+    c.lmae.lovasz_weight = RECIPE_LOVASZ
+    c.lmae.mirror_average = True
 
 
 DATASETS = dict(voc=voc, cityscapes=cityscapes, synthetic=synthetic, camvid=camvid)
