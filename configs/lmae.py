@@ -27,11 +27,15 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v1][,<ratio>]`; r
       (patch 8), batch 16, 1500 steps. Expect val PA-mIoU 0.42 / global mIoU 0.63 (BF masks), 0.44 / 0.69
       (random); the nearest-visible-label fill scores 0.48 / 0.56 on the same masks, the geodesic fill 0.52 / 0.60.
       `recipe`: `cpu` plus this project's extensions (methods/lmae/extensions.py): the nearest-visible-label
-      prior, the pixel-level refinement head, Lovasz-softmax (weight 1), a wider ViT (encoder 4 x 192, decoder
-      3 x 192) and the fill blend (0.3, eval and completion only); a cosine schedule with warm-up, 2400 steps
-      (17.6 minutes alone on the 2-core CPU, with its two evals). Expect (mean of seeds 0 and 1): val PA-mIoU
-      0.617 / 0.671, global mIoU 0.757 / 0.825 (BF / random), against the geodesic fill's 0.522 / 0.600; at
-      ratio 0.75 (`camvid,recipe,0.75`) 0.585 / 0.599 against 0.459 / 0.486 (README, "L-MAE label completion").
+      prior, the pixel-level refinement head, Lovasz-softmax (weight 2), a wider ViT (encoder 4 x 192, decoder
+      3 x 192), the fill blend (0.3) and mirror averaging (both eval and completion only); a cosine schedule with
+      warm-up at learning rate 3e-3 with gradient clipping at norm 1, 2400 steps (18-21 minutes alone on the
+      2-core CPU, with its two evals; 21 minutes measured in session 9). Expect (mean of seeds 0 and 1) val
+      PA-mIoU 0.637 / 0.695, global mIoU 0.770 / 0.839 (BF / random) at ratio 0.5, against the geodesic fill's
+      0.522 / 0.600 (README, "L-MAE label completion").
+      `recipe_v2`: the session-8 recipe (Lovasz weight 1, learning rate 1e-3 without clipping, no mirror
+      averaging). Expect val PA-mIoU 0.617 / 0.671, global mIoU 0.757 / 0.825 (BF / random); at ratio 0.75
+      (`camvid,recipe_v2,0.75`) 0.585 / 0.599 against 0.459 / 0.486.
       `recipe_v1`: the first recipe (the prior and the refinement head only; the runs of the README's earlier
       tables). Expect val PA-mIoU 0.566 BF / 0.619 random, global mIoU 0.716 / 0.789.
 """
