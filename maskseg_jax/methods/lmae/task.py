@@ -120,8 +120,8 @@ def train_ratios(lc) -> tuple[float, ...]:
   """The mask ratios of training: `lmae.train_mask_ratios` (this project's extension) or `lmae.mask_ratio`."""
   ratios = tuple(float(r) for r in lc.get("train_mask_ratios", ())) or (float(lc.mask_ratio),)
   for r in ratios:
-    if not 0.0 < r < 1.0:
-      raise ConfigError(f"lmae.train_mask_ratios holds {r:g}; expected ratios in (0, 1)")
+    if not 0.0 <= r < 1.0:
+      raise ConfigError(f"lmae.train_mask_ratios holds {r:g}; expected ratios in [0, 1)")
   return ratios
 
 
