@@ -32,7 +32,8 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v1][,<ratio>]`; r
       warm-up at learning rate 3e-3 with gradient clipping at norm 1, 2400 steps (18-21 minutes alone on the
       2-core CPU, with its two evals; 21 minutes measured in session 9). Expect (mean of seeds 0 and 1) val
       PA-mIoU 0.637 / 0.695, global mIoU 0.770 / 0.839 (BF / random) at ratio 0.5, against the geodesic fill's
-      0.522 / 0.600 (README, "L-MAE label completion").
+      0.522 / 0.600 (README, "L-MAE label completion"); at ratio 0.75 (`camvid,recipe,0.75`, seed 0) 0.614 /
+      0.631 against 0.459 / 0.486.
       `recipe_v2`: the session-8 recipe (Lovasz weight 1, learning rate 1e-3 without clipping, no mirror
       averaging). Expect val PA-mIoU 0.617 / 0.671, global mIoU 0.757 / 0.825 (BF / random); at ratio 0.75
       (`camvid,recipe_v2,0.75`) 0.585 / 0.599 against 0.459 / 0.486.
