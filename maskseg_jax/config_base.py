@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.scale_range = (0.5, 2.0)   # random rescale of the training image before the crop
   d.hflip = True
   d.image_scale = 1.0          # fixed resize of every image and label when read (CPU-sized runs use e.g. 0.25)
+  d.cache_items = False        # keep decoded (rescaled) items in memory: for splits that fit in RAM
   d.mean = IMAGENET_MEAN
   d.std = IMAGENET_STD
   d.batch_size = 8             # global batch size (over all processes and devices)

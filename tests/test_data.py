@@ -119,6 +119,24 @@ def test_build_source_registry_and_slices():
     S.build_source(d, "labeled")
 
 
+def test_cache_items_reads_each_file_once_and_keeps_items_intact(voc, monkeypatch):
+  settings = dict(name="voc", root=voc["root"], num_classes=21, image_scale=0.5)
+  cached = S.build_source(_data_config(cache_items=True, **settings), "train")
+  plain = S.build_source(_data_config(**settings), "train")
+  reads, scaled = [], type(cached.source)
+  read = scaled.__getitem__
+  monkeypatch.setattr(scaled, "__getitem__", lambda self, i: reads.append(i) or read(self, i))
+  first, again = cached[1], cached[1]
+  assert reads == [1]  # the second read came from memory
+  np.testing.assert_array_equal(first["label"], plain[1]["label"])
+  np.testing.assert_array_equal(again["image"], plain[1]["image"])
+  assert first["image"].shape[:2] == (20, 26)
+  with pytest.raises(ValueError, match="read-only"):
+    first["label"][0, 0] = 7  # an in-place augmentation cannot corrupt the cached copy
+  first["extra"] = 1
+  assert "extra" not in cached[1]
+
+
 def test_synthetic_is_deterministic_and_varied():
   a = S.SyntheticSource(16, (48, 48), 6, seed=3)
   b = S.SyntheticSource(16, (48, 48), 6, seed=3)

@@ -60,6 +60,9 @@ def build_source(data_config, split: str) -> Source:
   if scale != 1.0:
     from maskseg_jax.data.views import ScaledSource
     source = ScaledSource(source, scale)
+  if data_config.get("cache_items", False):
+    from maskseg_jax.data.views import CachedSource
+    source = CachedSource(source)
   return source
 
 
