@@ -3,7 +3,8 @@
   python experiments/label_augmentation.py --workdir=runs/label_aug --lmae_root=runs/lmae_ablations \
       --lmae_steps=600 --ratios=0.5,0.6,0.75 --seg_steps=600 [--models=fcn,unet] [--seeds=2] \
       [--labels=degraded,nearest,completed,full] [--results=experiments/results/label_augmentation.md]
-  python experiments/label_augmentation.py --workdir=runs/label_aug_recipe --lmae_run=runs/recipe_s0 ...
+  python experiments/label_augmentation.py --workdir=runs/label_aug_recipe --lmae_run=runs/recipe_s0 \
+      [--min_missing=0.5] ...
 
 1. Degrade: every training label of the dataset (CamVid train) is written, with its image copied unchanged, to
    the new folder dataset `<workdir>/data/degraded/{images,labels}/` (`folder` layout, native resolution): in
@@ -114,15 +115,17 @@ def write_degraded(source, out_dir: str, *, patch: int, fraction: float, to: int
 
 
 def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: dict, *,
-                      method: str = "model") -> dict:
+                      method: str = "model", min_missing: float = 0.0) -> dict:
   """Completion of the degraded labels (L-MAE `models`, or the fill `method`) into `out_dir/labels` (+ `images`
-  linking to the degraded ones); reused while the method, models and degradation settings are the same."""
+  linking to the degraded ones); reused while the method, models, `min_missing` (the command's) and degradation
+  settings are the same."""
   from maskseg_jax.methods.lmae import label_folder
   record = os.path.join(out_dir, COMPLETE_FILE)
   if os.path.isfile(record):
     with open(record) as f:
       saved = json.load(f)
-    if (saved.get("method", "model"), saved["models"], saved["degrade"]) == (method, models, degrade):
+    if ((saved.get("method", "model"), saved["models"], saved["degrade"], saved.get("min_missing", 0.0))
+        == (method, models, degrade, min_missing)):
       return saved
   if os.path.isdir(out_dir):
     shutil.rmtree(out_dir)
@@ -132,12 +135,13 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
   t = time.perf_counter()
   reports = label_folder.complete_folder(os.path.join(degraded, "images"), os.path.join(degraded, "labels"),
                                      os.path.join(out_dir, "labels"), models, method=method,
-                                     log=lines.append)
+                                     min_missing=min_missing, log=lines.append)
   routed = {}
   for r in reports:
     if r.ratio is not None:
       routed[f"{r.ratio:g}"] = routed.get(f"{r.ratio:g}", 0) + 1
-  saved = {"method": method, "models": models, "degrade": degrade, "files": len(reports),
+  saved = {"method": method, "models": models, "degrade": degrade, "min_missing": min_missing,
+           "files": len(reports),
            "changed_pixels": sum(r.changed_pixels for r in reports),
            "routed_to_ratio": routed, "seconds": time.perf_counter() - t}
   with open(os.path.join(out_dir, "completion.log"), "w") as f:
@@ -313,6 +317,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--degrade_fraction", type=float, default=0.5)
   ap.add_argument("--degrade_to", default="void", help="'void' (255) or a class id")
   ap.add_argument("--lmae_set", action="append", default=[], metavar="KEY=VALUE")
+  ap.add_argument("--min_missing", type=float, default=0.0, help="the completion command's --min_missing for "
+                  "the L-MAE arm (0: every patch holding a missing pixel is masked)")
   ap.add_argument("--seg_set", action="append", default=[], metavar="KEY=VALUE")
   ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
   ap.add_argument("--results", default="", help="also write the markdown (command on top) to this file")
@@ -348,7 +354,7 @@ def main(argv=None) -> dict:
   for labels in (s for s in label_sets if s not in ("degraded", "full")):
     if labels == COMPLETED:
       specs = lmae_specs(args, ratios, lmae_root, lmae_runs)
-      c = complete_degraded(folders["degraded"], folders[labels], specs, degrade)
+      c = complete_degraded(folders["degraded"], folders[labels], specs, degrade, min_missing=args.min_missing)
     else:
       c = complete_degraded(folders["degraded"], folders[labels], [], degrade, method=labels)
     c.update(changed_accuracy(train_src, os.path.join(folders["degraded"], "labels"),

@@ -2,7 +2,8 @@
 
   python experiments/lmae_real_holes.py --model=runs/recipe_s0 [--model=runs/recipe_s1 ...] \
       [--methods=model,nearest,geodesic] [--damages=blobs,objects,boundaries] [--limit=N] [--seed=0] \
-      [--data_root=../shared/data/camvid] [--split=val] [--results=experiments/results/lmae_real_holes.md]
+      [--data_root=../shared/data/camvid] [--split=val] [--min_missing=0,0.5] \
+      [--results=experiments/results/lmae_real_holes.md]
 
 Every val label (CamVid: 360x480, read by the project's source at image_scale 1) is damaged by each kind of
 `maskseg_jax.label_damage.DAMAGES` (blobs, whole objects, thinned boundaries; the protocol and why patch grids
@@ -11,7 +12,9 @@ Each method then completes the damaged label through the completion command's ow
 (`completion.pair_completer`, `--missing=unknown`: only the holes are filled, void stays void; the model tiles
 the file at its training field of view and fills from bilinear logits at file resolution):
   model    each `--model=RUN` (or `RATIO=RUN,RATIO=RUN2` for one routed set, as `maskseg-complete --model`)
-           is its own row, rebuilt from the run's config.json by build_lmae;
+           is its own row, rebuilt from the run's config.json by build_lmae; with `--min_missing=0,F`
+           also a row `model@F:RUN` per value (the command's `--min_missing`: only patches at least F
+           missing are masked, the others pre-filled by the geodesic fill);
   fills    every `fills.FILLS` entry (nearest, geodesic), no model.
 Scores, per damage kind and method, over the hole pixels only (the truth is known there; given pixels are
 never changed, which the command checks): mIoU (classes with zero union left out), pixel accuracy and per-class
@@ -109,6 +112,16 @@ def model_name(spec: str) -> str:
   return "model:" + "+".join(os.path.basename(os.path.normpath(s.rpartition("=")[2])) for s in spec.split(","))
 
 
+def min_missing_values(args) -> list[float]:
+  try:
+    values = [float(v) for v in str(args.min_missing).split(",") if v.strip()]
+  except ValueError:
+    values = []
+  if not values or any(not 0.0 <= v <= 1.0 for v in values):
+    raise SystemExit(f"--min_missing={args.min_missing}; expected comma-separated fractions in [0, 1]")
+  return values
+
+
 def build_methods(args, num_classes: int) -> dict:
   """name -> per-pair completion function (completion.pair_completer), models first, then fills."""
   from maskseg_jax.methods.lmae import completion, runs
@@ -124,10 +137,13 @@ def build_methods(args, num_classes: int) -> dict:
     if completers[0].num_classes != num_classes:
       raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
                        f"{num_classes}")
-    for method in model_methods:  # model:RUN, hybrid:RUN
-      name = model_name(spec).replace("model", method, 1)
-      name = name if name not in out else f"{name}#{len(out) + 1}"  # two runs in folders of one name
-      out[name] = completion.pair_completer(method, completers, missing="unknown", scale=args.scale)
+    for method in model_methods:  # model:RUN, hybrid:RUN; model@F:RUN with --min_missing F > 0
+      for f in min_missing_values(args):
+        kind = method if f == 0 else f"{method}@{f:g}"
+        name = model_name(spec).replace("model", kind, 1)
+        name = name if name not in out else f"{name}#{len(out) + 1}"  # two runs in folders of one name
+        out[name] = completion.pair_completer(method, completers, missing="unknown", scale=args.scale,
+                                              min_missing=f)
   for m in wanted:
     if m in fills.FILLS:
       out[m] = completion.pair_completer(m, missing="unknown")
@@ -223,6 +239,8 @@ def main(argv=None) -> dict:
                   "../shared/data/camvid)")
   ap.add_argument("--split", default="val")
   ap.add_argument("--scale", default="train", help="completion --scale for the model (train|fit)")
+  ap.add_argument("--min_missing", default="0", help="completion --min_missing for model/hybrid rows, comma "
+                  "list: one row per value (F > 0 rows are named model@F:RUN)")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
   ap.add_argument("--tiny", action="store_true", help=f"smoke test: {TINY_LIMIT} images")
   ap.add_argument("--results", default="", help="write the markdown (command on top) to this file")

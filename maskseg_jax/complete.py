@@ -1,7 +1,8 @@
 """`maskseg-complete`: complete a folder of broken labels with a trained L-MAE or a non-learned fill.
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
-      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
+      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
+      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
 
 The protocol (which pixels are given, exact masking, tiles, several models) is in
 `maskseg_jax/methods/lmae/completion.py`; files and staging in `methods/lmae/label_folder.py`. Bad input: one
@@ -39,6 +40,10 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   ap.add_argument("--hybrid_radius", type=float, default=0.0,
                   help="hybrid: missing pixels within this many file pixels of a given class pixel take the fill "
                        "(default 0: half a model patch at the tile scale)")
+  ap.add_argument("--min_missing", type=float, default=0.0,
+                  help="model/hybrid: mask a patch only when at least this fraction of its pixels is missing; "
+                       "the other missing pixels are pre-filled by the geodesic fill (default 0: any; this "
+                       "project's extension)")
   ap.add_argument("--missing", default=DEFAULT_MISSING, choices=tuple(MISSING),
                   help="pixels to fill: unknown_and_void (default), unknown (void is given), paper (also "
                        "background classes, Background-First at the model's ratio)")
@@ -51,7 +56,8 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   try:
     reports = complete_folder(args.images, args.labels, args.out, args.model, method=args.method,
                               missing=args.missing, scale=args.scale, checkpoint=args.checkpoint,
-                              unknown_value=args.unknown_value, radius=args.hybrid_radius)
+                              unknown_value=args.unknown_value, radius=args.hybrid_radius,
+                              min_missing=args.min_missing)
   except MasksegError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

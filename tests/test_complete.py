@@ -5,6 +5,7 @@ one-line error."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -293,6 +294,34 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
     completion.pair_completer("hybrid", completers, radius=-1.0)
   with pytest.raises(ConfigError, match="--method=hybrid needs a trained L-MAE"):
     completion.pair_completer("hybrid")
+
+
+def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest():
+  """--min_missing=F: a patch is masked only when >= F of it is missing; the missing pixels of the others reach
+  the model pre-filled by the geodesic fill and keep the fill's class in the output; F=0 masks both."""
+  image = np.full((32, 32, 3), 100, np.uint8)
+  label = np.full((32, 32), 2, np.uint8)
+  label[16:, :] = 4
+  label[0:8, 0:8] = 254      # patch 0: all missing
+  label[9:11, 9:11] = 254    # patch 5: 4 of 64 pixels missing
+  for f, masked_patches in ((0.5, [0]), (0.0, [0, 5])):
+    calls = []
+    c = dataclasses.replace(stub_completer(3, calls), window=(32, 32))
+    out, report = completion.pair_completer("model", [c], min_missing=f)(image, label, name="x")
+    [(mask, fed, force)] = calls
+    assert np.flatnonzero(force).tolist() == masked_patches
+    np.testing.assert_array_equal(out[label != 254], label[label != 254])
+    assert (out[0:8, 0:8] == 3).all()  # the model's class in the masked patch
+    if f > 0:
+      assert (fed[9:11, 9:11] == 2).all() and (out[9:11, 9:11] == 2).all()  # pre-filled, then kept
+      assert report["prefilled_fraction"] == pytest.approx(4 / 68)
+    else:
+      assert (fed[9:11, 9:11] == 255).all() and (out[9:11, 9:11] == 3).all()
+      assert "prefilled_fraction" not in report
+  with pytest.raises(ConfigError, match="--min_missing=1.5"):
+    completion.pair_completer("model", [c], min_missing=1.5)
+  with pytest.raises(ConfigError, match="--min_missing=0.5 needs --missing=unknown"):
+    completion.pair_completer("model", [c], missing="paper", min_missing=0.5)(image, label, name="x")
 
 
 def ndimage_distance(known):

@@ -1,7 +1,8 @@
 """Label completion (the protocol of `maskseg-complete`): a folder of images + incomplete labels -> completed labels, by L-MAE or a non-learned fill.
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
-      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
+      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
+      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
 
 Which pixels are given (`--missing`; the unknown marker is `--unknown_value`, default the run's
 `lmae.unknown_value` = 254; void is `data.ignore_label` = 255):
@@ -35,6 +36,12 @@ at another ratio); two models at one ratio are refused.
 `--method=hybrid` (this project's extension; needs --model): missing pixels within `--hybrid_radius` file pixels
 (default half a model patch) of a given class pixel take the geodesic fill, the others the model's completion:
 the fill wins on scattered holes and thin gaps, the model on large holes and whole missing objects.
+`--min_missing=F` (this project's extension, model and hybrid; default 0 = every patch holding a missing pixel
+is masked): a patch is masked only when at least a fraction F of its pixels is missing. Scattered holes (blobs,
+thin boundary gaps, void rims) touch most patches while missing little of each, so exact masking runs the model
+far above the ratio it was trained at with almost no label visible; with F > 0 the lightly damaged patches stay
+visible, their missing pixels pre-filled by the geodesic fill (which the model reads as given labels and which
+fills those pixels in the output), and the model completes the patches that are mostly missing.
 `--method=nearest|geodesic` (`maskseg_jax.methods.lmae.fills`, no model): the unknown pixels take the label of the nearest
 (Euclidean / colour-geodesic) given class pixel, so a user can compare fills and the model on their own folder.
 
@@ -248,8 +255,9 @@ SCALES: dict[str, Callable[[Completer, tuple[int, int]], tuple[int, int]]] = {
 }
 
 
-def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str) -> list[Tile]:
-  """The tiles of a file for model `c`, each with the patches its forced pixels make masked."""
+def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str, min_missing: float = 0.0) -> list[Tile]:
+  """The tiles of a file for model `c`, each with the patches its forced pixels make masked (any forced pixel,
+  or at least a `min_missing` fraction of the patch's pixels)."""
   hw = forced_px.shape
   window = SCALES[scale](c, hw)
   (ys, th), (xs, tw) = (inf.tile_starts(hw[i], window[i]) for i in (0, 1))
@@ -260,7 +268,7 @@ def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str) -> list[Tile]:
     for x0 in xs:
       px = np.zeros((ph, pw), bool)
       px[:th, :tw] = forced_px[y0:y0 + th, x0:x0 + tw]
-      tiles.append(Tile(y0, x0, th, tw, ph, pw, inf.patches_with(px, patch_of, c.num_patches)))
+      tiles.append(Tile(y0, x0, th, tw, ph, pw, inf.patches_with(px, patch_of, c.num_patches, min_missing)))
   return tiles
 
 
@@ -311,9 +319,17 @@ def _check_given(out: np.ndarray, label: np.ndarray, fillable: np.ndarray, name:
 
 
 def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
-                   unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train"):
-  """L-MAE completion of one uint8 label [H,W] given its uint8 image [H,W,3] -> (label, report fields)."""
+                   unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
+                   min_missing: float = 0.0):
+  """L-MAE completion of one uint8 label [H,W] given its uint8 image [H,W,3] -> (label, report fields).
+
+  min_missing > 0 (this project's extension, `--min_missing`): a model patch is masked only when at least this
+  fraction of its pixels is missing; in the patches left visible the missing pixels are pre-filled by the
+  geodesic fill, which the model then reads as given labels and which fills them in the output."""
   mode = MISSING[missing]
+  if min_missing > 0 and not mode.exact:
+    raise ConfigError(f"--min_missing={min_missing:g} needs --missing=unknown or unknown_and_void (the paper "
+                      "protocol masks at the model's ratio)")
   codes = [c.codes(unknown_value) for c in completers]
   check_codes(codes[0])
   check_values(label, codes[0], name)
@@ -324,18 +340,25 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
   if not fillable.any():  # nothing to fill: reported as the smallest-ratio model, run on no tile
     first = completers[route([c.ratio for c in completers], [0.0] * len(completers))]
     return label.copy(), dict(fields, changed_pixels=0, ratio=first.ratio, masked_fraction=0.0, tiles=0)
-  plans = [plan_tiles(c, forced_px, scale) for c in completers]
+  plans = [plan_tiles(c, forced_px, scale, min_missing) for c in completers]
   needs = [max(int(t.force.sum()) for t in tiles) / c.num_patches for c, tiles in zip(completers, plans)]
   index = route([c.ratio for c in completers], needs if mode.exact else [background] * len(completers))
   c, tiles = completers[index], plans[index]
-  fed = np.where(forced_px, c.ignore_label, label)  # missing labels never reach the model
+  prefill = None
+  if min_missing > 0:  # missing pixels of visible patches reach the model as the fill's labels
+    prefill = fills.FILLS[PREFILL](label, codes[0].classes(label) & ~fillable, image)
+    fed = np.where(forced_px, prefill, label)
+  else:
+    fed = np.where(forced_px, c.ignore_label, label)  # missing labels never reach the model
   acc, weight, top = model_logits(c, image, fed, tiles, 0 if mode.exact else c.budget)
   region = fillable & (weight > 0)
-  if mode.exact and not region.all(where=fillable):
+  if prefill is None and mode.exact and not region.all(where=fillable):
     raise RuntimeError(f"internal error: {int((fillable & ~region).sum())} missing pixels of {name} were in no "
                        "masked patch; please report this")
-  pred = np.argmax(acc, axis=-1)
-  out = inf.compose(label, pred, region)
+  out = inf.compose(label, np.argmax(acc, axis=-1), region)
+  if prefill is not None:
+    out = inf.compose(out, prefill, fillable & ~region)
+    fields["prefilled_fraction"] = float((fillable & ~region).sum() / max(int(fillable.sum()), 1))
   _check_given(out, label, fillable, name)
   return out, dict(fields, changed_pixels=int((out != label).sum()), ratio=c.ratio,
                    masked_fraction=top / c.num_patches, tiles=len(tiles))
@@ -359,6 +382,7 @@ def fill_label(method: str, image: np.ndarray, label: np.ndarray, *, name: str =
 
 
 HYBRID_FILL = "geodesic"  # the fill the hybrid uses near given pixels (the better fill on CamVid's real holes)
+PREFILL = "geodesic"      # the fill of the missing pixels of patches `min_missing` leaves visible
 
 
 def hybrid_radius(c: Completer, hw: tuple[int, int], scale: str) -> float:
@@ -369,7 +393,7 @@ def hybrid_radius(c: Completer, hw: tuple[int, int], scale: str) -> float:
 
 def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
                  unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
-                 radius: float = 0.0):
+                 radius: float = 0.0, min_missing: float = 0.0):
   """This project's extension (`--method=hybrid`): a missing pixel within `radius` file pixels of a given class
   pixel takes the geodesic fill (copying the label next to it is what a fill does best: scattered holes, thin
   boundary gaps), every other missing pixel the model's completion (deep inside large holes, whole missing
@@ -379,7 +403,7 @@ def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.n
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=hybrid needs "
                       "--missing=unknown or unknown_and_void")
   out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
-                               scale=scale)
+                               scale=scale, min_missing=min_missing)
   codes = completers[0].codes(unknown_value)
   filled, _ = fill_label(HYBRID_FILL, image, label, name=name, codes=codes, missing=missing)
   fillable = mode.fillable(label, codes)
@@ -396,7 +420,8 @@ MODEL_METHODS = ("model", "hybrid")  # the methods that need a trained L-MAE
 
 
 def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing: str = DEFAULT_MISSING,
-                   scale: str = "train", unknown_value: int | None = None, radius: float = 0.0) -> Callable:
+                   scale: str = "train", unknown_value: int | None = None, radius: float = 0.0,
+                   min_missing: float = 0.0) -> Callable:
   """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
   pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
 
@@ -408,13 +433,16 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
     if not completers:
       raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN")
     check_codes(completers[0].codes(unknown_value))
+    if not 0.0 <= min_missing <= 1.0:
+      raise ConfigError(f"--min_missing={min_missing}; expected a fraction of a patch's pixels in [0, 1] (0: "
+                        "every patch holding a missing pixel is masked)")
     if method == "hybrid":
       if radius < 0:
         raise ConfigError(f"--hybrid_radius={radius}; expected pixels >= 0 (0: half a model patch)")
       return functools.partial(hybrid_label, list(completers), unknown_value=unknown_value, missing=missing,
-                               scale=scale, radius=radius)
+                               scale=scale, radius=radius, min_missing=min_missing)
     return functools.partial(complete_label, list(completers), unknown_value=unknown_value, missing=missing,
-                             scale=scale)
+                             scale=scale, min_missing=min_missing)
   codes = Codes(None, unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
   check_codes(codes)
   return functools.partial(fill_label, method, codes=codes, missing=missing)

@@ -142,11 +142,15 @@ def model_patch_of_pixels(size_hw: Sequence[int], model_hw: Sequence[int], p: in
   return rows[:, None] * (int(model_hw[1]) // p) + cols[None, :]
 
 
-def patches_with(pixels: np.ndarray, patch_of_pixel: np.ndarray, num_patches: int) -> np.ndarray:
-  """bool[L]: patches (via `model_patch_of_pixels`) that any True pixel of bool[H,W] `pixels` maps to."""
-  out = np.zeros(num_patches, bool)
-  out[patch_of_pixel[pixels]] = True
-  return out
+def patches_with(pixels: np.ndarray, patch_of_pixel: np.ndarray, num_patches: int,
+                 min_fraction: float = 0.0) -> np.ndarray:
+  """bool[L]: patches (via `model_patch_of_pixels`) that True pixels of bool[H,W] `pixels` map to: any one
+  (min_fraction 0), or at least `min_fraction` of the pixels mapping to the patch."""
+  hits = np.bincount(patch_of_pixel[pixels], minlength=num_patches)[:num_patches]
+  if min_fraction <= 0.0:
+    return hits > 0
+  area = np.bincount(patch_of_pixel.reshape(-1), minlength=num_patches)[:num_patches]
+  return (hits > 0) & (hits >= min_fraction * area)
 
 
 # --- completion at the file's resolution -------------------------------------------------------------

@@ -172,7 +172,7 @@ def _describe(r: FileReport) -> str:
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
                     method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
                     checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
-                    log: Callable[[str], None] = print) -> list[FileReport]:
+                    min_missing: float = 0.0, log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
   models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (only for
@@ -200,7 +200,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
   elif models:
     log(f"note: --method={method} uses no model; ignoring --model")
   run = pair_completer(method, completers if method in MODEL_METHODS else (), missing=missing, scale=scale,
-                       unknown_value=unknown_value, radius=radius)
+                       unknown_value=unknown_value, radius=radius, min_missing=min_missing)
   remove_stale_partials(out_dir, log)
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
