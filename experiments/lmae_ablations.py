@@ -2,14 +2,14 @@
 
   python experiments/lmae_ablations.py --workdir=runs/lmae_ablations --steps=800 \
       [--groups=ips,fuse,strategy,ratio,extensions] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
-      [--config_arg=cpu|recipe|recipe_v2|recipe_v1] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
+      [--config_arg=cpu|recipe|recipe_v3|recipe_v2|recipe_v1] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
 
 Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
 change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
 every group. The `extensions` group (`EXTENSION_VARIANTS`, per recipe) switches this project's extensions off one
-at a time from `--config_arg=recipe` (the learning rate 3e-3 with clipping, Lovasz weight 2, mirror averaging,
-Lovasz, the wider ViT, the nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip`
-adds that one), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
+at a time from `--config_arg=recipe` (the learning rate 4e-3 with clipping and Lovasz weight 3 back to
+recipe_v3's 3e-3 and 2, the learning rate 1e-3, Lovasz weight 1, mirror averaging, Lovasz, the wider ViT, the
+nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip` adds that one), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
 measured on top of it (geodesic prior, Lovasz, wider ViT). With several `--seeds` every cell
 is the mean over seeds (± half the range), and the non-learned fills scored on the same masks (identical in
 every run: the eval masks do not depend on the seed) are rows of their own, with the margin of each variant
@@ -63,13 +63,16 @@ VARIANTS = {
     "paper_model": {"model.prior": "none", "model.refine_width": 0, "lmae.lovasz_weight": 0.0, "lmae.fill_blend": 0.0,
                     "lmae.mirror_average": False, **SIZE_VIT},
     "lr_1e3": {"optim.lr": 1e-3, "optim.grad_clip": 0.0},
+    "lr3e3_lovasz2": {"optim.lr": 3e-3, "lmae.lovasz_weight": 2.0},
     "lovasz_1": {"lmae.lovasz_weight": 1.0},
     "no_mirror": {"lmae.mirror_average": False},
     "prior_skip": {"model.prior_skip": True},
 }
 EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
-    "recipe": ["baseline", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit", "no_lovasz", "tiny_vit",
-               "no_prior", "no_refine", "paper_model"],
+    "recipe": ["baseline", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit",
+               "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
+    "recipe_v3": ["baseline", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit", "no_lovasz", "tiny_vit",
+                  "no_prior", "no_refine", "paper_model"],
     "recipe_v2": ["baseline", "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
     "recipe_v1": ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior",
                   "no_refine", "no_extensions"],
@@ -87,6 +90,7 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "tiny_vit": "the cpu-size ViT (encoder 2 blocks, decoder 1 x 64)",
             "paper_model": "without every extension (the paper's tiny model)",
             "lr_1e3": "learning rate 1e-3 without gradient clipping (recipe_v2's)",
+            "lr3e3_lovasz2": "learning rate 3e-3, Lovasz weight 2 (recipe_v3's, at the recipe's steps)",
             "lovasz_1": "Lovasz weight 1 (recipe_v2's)", "no_mirror": "without mirror averaging",
             "prior_skip": "+ the prior skip (learned logits at the prior's class)"}
 
@@ -254,7 +258,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--groups", default=",".join(GROUPS))
   ap.add_argument("--ratios", default="0.6,0.75", help="ratio group: ratios besides the baseline's 0.5")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
-  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, configs/lmae.py:camvid,<cpu|recipe|recipe_v2|recipe_v1>")
+  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, configs/lmae.py:camvid,<cpu|recipe|recipe_v3|recipe_v2|recipe_v1>")
   ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
   ap.add_argument("--skip", default="", help="comma-separated variants to leave out of the groups (budget)")
   ap.add_argument("--table_only", action="store_true", help="train nothing: tabulate the finished runs")

@@ -296,7 +296,7 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
     completion.pair_completer("hybrid")
 
 
-def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest():
+def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest(tmp_path):
   """--min_missing=F: a patch is masked only when >= F of it is missing; the missing pixels of the others reach
   the model pre-filled by the geodesic fill and keep the fill's class in the output; F=0 masks both."""
   image = np.full((32, 32, 3), 100, np.uint8)
@@ -318,6 +318,18 @@ def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest():
     else:
       assert (fed[9:11, 9:11] == 255).all() and (out[9:11, 9:11] == 3).all()
       assert "prefilled_fraction" not in report
+  # the command: hybrid and min_missing reports reach the file reports
+  root = str(tmp_path / "pairs")
+  os.makedirs(os.path.join(root, "images"))
+  os.makedirs(os.path.join(root, "labels"))
+  Image.fromarray(image).save(os.path.join(root, "images", "x.png"))
+  fixtures._save_label(os.path.join(root, "labels", "x.png"), label, False)
+  c = dataclasses.replace(stub_completer(3, []), window=(32, 32))
+  [r] = label_folder.complete_folder(os.path.join(root, "images"), os.path.join(root, "labels"),
+                                     os.path.join(root, "out"), [c], method="hybrid", min_missing=0.5,
+                                     log=lambda s: None)
+  assert r.method == "hybrid" and r.prefilled_fraction == pytest.approx(4 / 68) and r.radius > 0
+  assert (read(r.out_path)[0:8, 0:8] != 254).all()
   with pytest.raises(ConfigError, match="--min_missing=1.5"):
     completion.pair_completer("model", [c], min_missing=1.5)
   with pytest.raises(ConfigError, match="--min_missing=0.5 needs --missing=unknown"):

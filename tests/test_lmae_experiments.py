@@ -172,14 +172,16 @@ def test_val_name_reads_val_from_another_dataset(tmp_path):
     config_checks.check_dataset_name(c2)
 
 
-@pytest.mark.parametrize("config_arg", ["recipe", "recipe_v2", "recipe_v1"])
+@pytest.mark.parametrize("config_arg", ["recipe", "recipe_v3", "recipe_v2", "recipe_v1"])
 def test_every_extension_variant_changes_its_recipe(config_arg):
   """No row of an extensions table may silently be the baseline again (e.g. a switch the recipe already has)."""
   abl = load_experiment("lmae_ablations")
   names = abl.group_variants("extensions", [], config_arg)
   configs = {n: abl.variant_config(n, "camvid", 10, config_arg=config_arg).to_json(sort_keys=True) for n in names}
   assert names[0] == "baseline" and len(set(configs.values())) == len(names)
-  recipe, v1 = (abl.variant_config("baseline", "camvid", 10, config_arg=a) for a in ("recipe", "recipe_v1"))
+  recipe, v3, v1 = (abl.variant_config("baseline", "camvid", 10, config_arg=a)
+                    for a in ("recipe", "recipe_v3", "recipe_v1"))
   assert (recipe.lmae.lovasz_weight, recipe.model.enc_depth, recipe.model.enc_dim, recipe.lmae.fill_blend,
-          recipe.optim.lr, recipe.optim.grad_clip, recipe.lmae.mirror_average) == (2.0, 4, 192, 0.3, 3e-3, 1.0, True)
+          recipe.optim.lr, recipe.optim.grad_clip, recipe.lmae.mirror_average) == (3.0, 4, 192, 0.3, 4e-3, 1.0, True)
+  assert (v3.lmae.lovasz_weight, v3.optim.lr, v3.lmae.mirror_average) == (2.0, 3e-3, True)
   assert (v1.lmae.lovasz_weight, v1.model.enc_depth, v1.lmae.fill_blend, v1.model.prior) == (0.0, 0, 0.0, "nearest")

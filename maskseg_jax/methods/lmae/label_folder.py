@@ -87,6 +87,9 @@ class FileReport:
   masked_fraction: float | None  # largest fraction of patches masked in one tile (None: a fill)
   background_proportion: float   # pixels that are no foreground class (void, unknown, background classes)
   tiles: int                     # model inputs run for this file
+  fill_fraction: float | None = None       # hybrid: missing pixels that took the fill (near a given pixel)
+  radius: float | None = None              # hybrid: the radius used, file pixels
+  prefilled_fraction: float | None = None  # --min_missing > 0: missing pixels of unmasked patches (the fill's)
 
 
 def _inside(path: str, folder: str) -> bool:
