@@ -320,12 +320,13 @@ def _check_given(out: np.ndarray, label: np.ndarray, fillable: np.ndarray, name:
 
 def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
                    unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
-                   min_missing: float = 0.0):
+                   min_missing: float = 0.0, prefill: np.ndarray | None = None):
   """L-MAE completion of one uint8 label [H,W] given its uint8 image [H,W,3] -> (label, report fields).
 
   min_missing > 0 (this project's extension, `--min_missing`): a model patch is masked only when at least this
   fraction of its pixels is missing; in the patches left visible the missing pixels are pre-filled by the
-  geodesic fill, which the model then reads as given labels and which fills them in the output."""
+  geodesic fill, which the model then reads as given labels and which fills them in the output. `prefill`: that
+  fill when the caller has it already (the hybrid), else it is computed here."""
   mode = MISSING[missing]
   if min_missing > 0 and not mode.exact:
     raise ConfigError(f"--min_missing={min_missing:g} needs --missing=unknown or unknown_and_void (the paper "
@@ -344,9 +345,11 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
   needs = [max(int(t.force.sum()) for t in tiles) / c.num_patches for c, tiles in zip(completers, plans)]
   index = route([c.ratio for c in completers], needs if mode.exact else [background] * len(completers))
   c, tiles = completers[index], plans[index]
-  prefill = None
-  if min_missing > 0:  # missing pixels of visible patches reach the model as the fill's labels
+  if min_missing <= 0:
+    prefill = None
+  elif prefill is None:
     prefill = fills.FILLS[PREFILL](label, codes[0].classes(label) & ~fillable, image)
+  if prefill is not None:  # missing pixels of visible patches reach the model as the fill's labels
     fed = np.where(forced_px, prefill, label)
   else:
     fed = np.where(forced_px, c.ignore_label, label)  # missing labels never reach the model
@@ -382,7 +385,8 @@ def fill_label(method: str, image: np.ndarray, label: np.ndarray, *, name: str =
 
 
 HYBRID_FILL = "geodesic"  # the fill the hybrid uses near given pixels (the better fill on CamVid's real holes)
-PREFILL = "geodesic"      # the fill of the missing pixels of patches `min_missing` leaves visible
+PREFILL = HYBRID_FILL     # the fill of the missing pixels of patches `min_missing` leaves visible (the same, so
+                          # the hybrid's fill serves as its prefill)
 
 
 def hybrid_radius(c: Completer, hw: tuple[int, int], scale: str) -> float:
@@ -402,10 +406,10 @@ def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.n
   if not mode.exact:
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=hybrid needs "
                       "--missing=unknown or unknown_and_void")
-  out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
-                               scale=scale, min_missing=min_missing)
   codes = completers[0].codes(unknown_value)
   filled, _ = fill_label(HYBRID_FILL, image, label, name=name, codes=codes, missing=missing)
+  out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
+                               scale=scale, min_missing=min_missing, prefill=filled)
   fillable = mode.fillable(label, codes)
   known = codes.classes(label) & ~fillable
   r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
