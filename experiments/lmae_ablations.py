@@ -7,7 +7,7 @@
 Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
 change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
 every group. The `extensions` group (`EXTENSION_VARIANTS`, per recipe) switches this project's extensions off one
-at a time from `--config_arg=recipe` (the learning rate 4e-3 with clipping and Lovasz weight 3 back to
+at a time from `--config_arg=recipe` (progressive completion, the learning rate 4e-3 with clipping and Lovasz weight 3 back to
 recipe_v3's 3e-3 and 2, the learning rate 1e-3, Lovasz weight 1, mirror averaging, Lovasz, the wider ViT, the
 nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip` adds that one), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
 measured on top of it (geodesic prior, Lovasz, wider ViT). With several `--seeds` every cell
@@ -61,15 +61,16 @@ VARIANTS = {
     "no_lovasz": {"lmae.lovasz_weight": 0.0},
     "tiny_vit": dict(SIZE_VIT),
     "paper_model": {"model.prior": "none", "model.refine_width": 0, "lmae.lovasz_weight": 0.0, "lmae.fill_blend": 0.0,
-                    "lmae.mirror_average": False, **SIZE_VIT},
+                    "lmae.mirror_average": False, "lmae.progressive_reveal": (), **SIZE_VIT},
     "lr_1e3": {"optim.lr": 1e-3, "optim.grad_clip": 0.0},
     "lr3e3_lovasz2": {"optim.lr": 3e-3, "lmae.lovasz_weight": 2.0},
     "lovasz_1": {"lmae.lovasz_weight": 1.0},
     "no_mirror": {"lmae.mirror_average": False},
+    "no_progressive": {"lmae.progressive_reveal": ()},
     "prior_skip": {"model.prior_skip": True},
 }
 EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
-    "recipe": ["baseline", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit",
+    "recipe": ["baseline", "no_progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit",
                "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
     "recipe_v3": ["baseline", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit", "no_lovasz", "tiny_vit",
                   "no_prior", "no_refine", "paper_model"],
@@ -92,6 +93,7 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "lr_1e3": "learning rate 1e-3 without gradient clipping (recipe_v2's)",
             "lr3e3_lovasz2": "learning rate 3e-3, Lovasz weight 2 (recipe_v3's, at the recipe's steps)",
             "lovasz_1": "Lovasz weight 1 (recipe_v2's)", "no_mirror": "without mirror averaging",
+            "no_progressive": "without progressive completion (one pass)",
             "prior_skip": "+ the prior skip (learned logits at the prior's class)"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs

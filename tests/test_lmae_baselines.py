@@ -291,6 +291,35 @@ def test_mirror_average_is_flip_equivariant():
     assert (gap < 1e-4) == equivariant, (mirror, gap)
 
 
+def test_progressive_reveal_completes_the_unsure_patches_again_from_the_sure_ones():
+  """reveal=(0.5,): the 4 of 8 masked patches the first pass is surest of keep its logits and join the visible
+  ones with their predicted labels; the others get a second pass's logits; no masked label is ever read."""
+  model = _model(prior="nearest", refine_width=4)
+  model.refine.out.kernel[...] = 0.3 * jnp.ones_like(model.refine.out.kernel[...])
+  image, label, keep, masked, mask_px = _inputs()
+  first = inf.completion_logits(model, image, label, keep, masked)
+  got = inf.completion_logits(model, image, label, keep, masked, reveal=(0.5,))
+  hidden_changed = jnp.where(mask_px, (label + 1) % N, label)
+  np.testing.assert_array_equal(np.asarray(inf.completion_logits(model, image, hidden_changed, keep, masked,
+                                                                 reveal=(0.5,))), np.asarray(got))
+  top = np.asarray(jax.nn.softmax(first, -1)).max(-1)  # [2,32,32]
+  per_patch = top.reshape(2, 4, 8, 4, 8).mean((2, 4)).reshape(2, 16)
+  masked_np = np.asarray(masked)
+  order = np.argsort(-np.take_along_axis(per_patch, masked_np, 1), axis=1, kind="stable")
+  revealed, still = np.take_along_axis(masked_np, order[:, :4], 1), np.take_along_axis(masked_np, order[:, 4:], 1)
+  revealed_px = np.asarray(P.masked_pixels(jnp.asarray(revealed), 8, 32, 32))
+  still_px = np.asarray(P.masked_pixels(jnp.asarray(still), 8, 32, 32))
+  guessed = np.where(revealed_px, np.asarray(first).argmax(-1), np.asarray(label))
+  second = model(image, jnp.asarray(guessed), jnp.concatenate([keep, jnp.asarray(revealed)], 1), jnp.asarray(still),
+                 train=False)
+  np.testing.assert_allclose(np.asarray(got)[revealed_px], np.asarray(first)[revealed_px], atol=1e-6)
+  np.testing.assert_allclose(np.asarray(got)[still_px], np.asarray(second)[still_px], atol=1e-5)
+  assert float(np.abs(np.asarray(got) - np.asarray(first))[still_px].max()) > 1e-3  # the second pass changed them
+  for bad in ((0.5, 0.5), (1.0,), (0.0, 0.5)):
+    with pytest.raises(ConfigError, match="progressive_reveal"):
+      inf.check_reveal(bad)
+
+
 def test_build_lmae_reads_the_extension_flags():
   c = tiny_config(**{"model.prior": "nearest", "model.refine_width": 4})
   model = lmae.build_lmae(c.model, N, nnx.Rngs(0))

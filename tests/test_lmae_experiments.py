@@ -184,4 +184,5 @@ def test_every_extension_variant_changes_its_recipe(config_arg):
   assert (recipe.lmae.lovasz_weight, recipe.model.enc_depth, recipe.model.enc_dim, recipe.lmae.fill_blend,
           recipe.optim.lr, recipe.optim.grad_clip, recipe.lmae.mirror_average) == (3.0, 4, 192, 0.3, 4e-3, 1.0, True)
   assert (v3.lmae.lovasz_weight, v3.optim.lr, v3.lmae.mirror_average) == (2.0, 3e-3, True)
+  assert tuple(recipe.lmae.progressive_reveal) == (0.5, 0.8, 0.95) and tuple(v3.lmae.progressive_reveal) == ()
   assert (v1.lmae.lovasz_weight, v1.model.enc_depth, v1.lmae.fill_blend, v1.model.prior) == (0.0, 0, 0.0, "nearest")

@@ -16,8 +16,10 @@
                             the model learns a correction of the fill instead of re-learning to copy it: the fill is
                             surest next to its seed (on CamVid it beat the model on the pixels within 1.5 px of one).
 
-Five more extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
-eval and completion, `inference.completion_logits`), `lmae.fill_blend` (the softmax mixed with the one-hot
+Six more extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
+eval and completion, `inference.single_pass_logits`), `lmae.progressive_reveal` (the masked patches the model is
+surest of join the visible ones with their predicted labels and the rest is completed again, in a few rounds,
+`inference.completion_logits`), `lmae.fill_blend` (the softmax mixed with the one-hot
 geodesic fill there too, so the fill decides where the model is unsure) with `lmae.fill_blend_reach` (the
 fill's weight falling off with the distance to the visible pixel it copies), `lmae.lovasz_weight`
 (+ Lovasz-softmax on the masked pixels, `losses/segmentation.py`, added in `task.make_train_step`) and

@@ -23,6 +23,7 @@ import numpy as np
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.methods.lmae import extensions as ext
 from maskseg_jax.methods.lmae import patch_masks as P
+from maskseg_jax.methods.lmae.patch_masks import patchify
 
 
 def geometry(model_config) -> tuple[int, int, int, int]:
@@ -65,17 +66,57 @@ def mirrored_patch_ids(ids: jax.Array, grid_w: int) -> jax.Array:
   return (ids // grid_w) * grid_w + (grid_w - 1 - ids % grid_w)
 
 
+def check_reveal(fractions: Sequence[float]) -> tuple[float, ...]:
+  """`lmae.progressive_reveal` as a tuple, or a one-line ConfigError unless increasing fractions in (0, 1)."""
+  fractions = tuple(float(f) for f in fractions)
+  if any(not 0.0 < f < 1.0 for f in fractions) or any(b <= a for a, b in zip(fractions, fractions[1:])):
+    raise ConfigError(f"lmae.progressive_reveal={fractions}; expected increasing fractions in (0, 1), "
+                      "e.g. (0.5, 0.8, 0.95)")
+  return fractions
+
+
 def completion_options(lmae_config) -> dict:
   """The inference-time extensions of a run's `lmae` config, as `completion_logits` keywords (eval and
   completion read them here, so both complete the same way)."""
   return dict(mirror=bool(lmae_config.get("mirror_average", False)),
               fill_blend=float(lmae_config.get("fill_blend", 0.0)),
-              fill_reach=float(lmae_config.get("fill_blend_reach", 0.0)))
+              fill_reach=float(lmae_config.get("fill_blend_reach", 0.0)),
+              reveal=check_reveal(lmae_config.get("progressive_reveal", ())))
 
 
 def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                      mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0) -> jax.Array:
-  """The model's logits [B,H,W,N] at inference (eval and completion).
+                      reveal: Sequence[float] = (), **options) -> jax.Array:
+  """The model's logits [B,H,W,N] at inference (eval and completion): `single_pass_logits`, then (this project's
+  extension, `lmae.progressive_reveal` = cumulative fractions f1 < f2 < ... of the M masked patches) one more
+  pass per fraction: the still-masked patches the last pass is surest of (mean top-class probability over the
+  patch), up to round(f x M) revealed in all, join the visible ones with their predicted labels, and the next
+  pass completes the rest from that larger context (the model is better the more it sees: PA-mIoU falls from
+  ratio 0.5 to 0.75). Revealed patches keep the logits they were revealed with.
+  """
+  logits = single_pass_logits(model, image, label, ids_keep, ids_masked, **options)
+  p = model.patch_size
+  h, w = label.shape[1:]
+  m = ids_masked.shape[1]
+  keep, still, done = ids_keep, ids_masked, 0
+  for fraction in reveal:
+    r = int(round(fraction * m)) - done
+    if r <= 0 or r >= still.shape[1]:
+      continue
+    confidence = patchify(jnp.max(jax.nn.softmax(logits, -1), -1, keepdims=True), p)  # [B,L,p*p]
+    confidence = jnp.take_along_axis(jnp.mean(confidence, -1), still, axis=1)
+    order = jnp.argsort(-confidence, axis=1)
+    revealed = jnp.take_along_axis(still, order[:, :r], axis=1)
+    still = jnp.take_along_axis(still, order[:, r:], axis=1)
+    label = jnp.where(P.masked_pixels(revealed, p, h, w), jnp.argmax(logits, -1).astype(label.dtype), label)
+    keep, done = jnp.concatenate([keep, revealed], 1), done + r
+    again = single_pass_logits(model, image, label, keep, still, **options)
+    logits = jnp.where(P.masked_pixels(still, p, h, w)[..., None], again, logits)
+  return logits
+
+
+def single_pass_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
+                       mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0) -> jax.Array:
+  """The model's logits [B,H,W,N] from one look at the visible patches.
 
   `mirror` (this project's extension, `lmae.mirror_average`): also run the horizontally flipped image, label and
   patch mask (the same patches, mirrored) and average the two softmaxes (returned as log-probabilities): street
