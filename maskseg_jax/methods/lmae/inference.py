@@ -23,7 +23,6 @@ import numpy as np
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.methods.lmae import extensions as ext
 from maskseg_jax.methods.lmae import patch_masks as P
-from maskseg_jax.methods.lmae.patch_masks import patchify
 
 
 def geometry(model_config) -> tuple[int, int, int, int]:
@@ -102,7 +101,7 @@ def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.A
     r = int(round(fraction * m)) - done
     if r <= 0 or r >= still.shape[1]:
       continue
-    confidence = patchify(jnp.max(jax.nn.softmax(logits, -1), -1, keepdims=True), p)  # [B,L,p*p]
+    confidence = P.patchify(jnp.max(jax.nn.softmax(logits, -1), -1, keepdims=True), p)  # [B,L,p*p]
     confidence = jnp.take_along_axis(jnp.mean(confidence, -1), still, axis=1)
     order = jnp.argsort(-confidence, axis=1)
     revealed = jnp.take_along_axis(still, order[:, :r], axis=1)
