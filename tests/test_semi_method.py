@@ -175,10 +175,10 @@ def test_prototypes_update_only_for_classes_present(tmp_path_factory):
   old = np.random.default_rng(0).normal(size=task.state["extra"]["prototypes"].shape).astype(np.float32)
   state = _copy(task.state)
   clf = state["params"]["segmenter"]["classifier"]
-  clf["kernel"].value = np.zeros_like(clf["kernel"].value)
+  clf["kernel"][...] = np.zeros_like(clf["kernel"][...])
   bias = np.full((num_classes,), -5.0, np.float32)
   bias[3] = 5.0
-  clf["bias"].value = bias
+  clf["bias"][...] = bias
   state["extra"]["prototypes"] = old
   new_state, m, _ = run_step("s4mim", tmp_path_factory, state=state)
   new = np.asarray(new_state["extra"]["prototypes"])
@@ -189,7 +189,7 @@ def test_prototypes_update_only_for_classes_present(tmp_path_factory):
   # new = mu old + (1 - mu) v, v a confidence-weighted mean of ReLU features: non-negative.
   v = (new[3] - mu * old[3]) / (1.0 - mu)
   assert v.min() > -1e-3 and v.max() > 0
-  clf["bias"].value = np.zeros_like(bias)
+  clf["bias"][...] = np.zeros_like(bias)
   new_state, m, _ = run_step("s4mim", tmp_path_factory, state=state)
   assert m["proto_classes"] == 0.0 and m["conf_frac"] == 0.0
   np.testing.assert_array_equal(np.asarray(new_state["extra"]["prototypes"]), old)
