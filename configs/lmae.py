@@ -31,7 +31,7 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v3|recipe_v2|reci
       3 x 192), and at eval and completion only the fill blend (0.3), mirror averaging and progressive
       completion (0.5, 0.8, 0.95: the surest masked patches revealed with their predictions, the rest completed
       again, session 11); a cosine schedule with warm-up at learning rate 4e-3 with gradient clipping at norm 1,
-      2200 steps, one eval at the end (18-19 minutes on the 2-core CPU). Expect (mean of seeds 0 and 1)
+      2200 steps, one eval at the end (17-18 minutes alone on the 2-core CPU, session 11). Expect (mean of seeds 0 and 1)
       val PA-mIoU 0.640 / 0.702, global mIoU 0.773 / 0.844 (BF / random) at ratio 0.5, against the geodesic
       fill's PA-mIoU 0.522 / 0.600 (README, "L-MAE label completion"); at ratio 0.75 (`camvid,recipe,0.75`)
       0.598 / 0.626 against the geodesic fill's 0.459 / 0.486.
