@@ -7,9 +7,10 @@
 Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
 change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
 every group. The `extensions` group (`EXTENSION_VARIANTS`, per recipe) switches this project's extensions off one
-at a time from `--config_arg=recipe` (progressive completion, the learning rate 4e-3 with clipping and Lovasz weight 3 back to
-recipe_v3's 3e-3 and 2, the learning rate 1e-3, Lovasz weight 1, mirror averaging, Lovasz, the wider ViT, the
-nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip` adds that one), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
+at a time from `--config_arg=recipe` (progressive completion, the learning rate 4e-3 with clipping and Lovasz
+weight 3 back to recipe_v3's 3e-3 and 2, the learning rate 1e-3, Lovasz weight 1, mirror averaging, Lovasz, the
+wider ViT, the nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip` adds that
+one), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
 measured on top of it (geodesic prior, Lovasz, wider ViT). With several `--seeds` every cell
 is the mean over seeds (± half the range), and the non-learned fills scored on the same masks (identical in
 every run: the eval masks do not depend on the seed) are rows of their own, with the margin of each variant
@@ -70,8 +71,8 @@ VARIANTS = {
     "prior_skip": {"model.prior_skip": True},
 }
 EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
-    "recipe": ["baseline", "no_progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit",
-               "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
+    "recipe": ["baseline", "no_progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip",
+               "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
     "recipe_v3": ["baseline", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit", "no_lovasz", "tiny_vit",
                   "no_prior", "no_refine", "paper_model"],
     "recipe_v2": ["baseline", "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
