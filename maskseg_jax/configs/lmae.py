@@ -5,7 +5,7 @@
   python -m maskseg_jax.main --config=lmae_voc.py --workdir=runs/lmae_voc_0.5            # the flagship (= voc)
   maskseg-complete --images=IMAGES --labels=LABELS --out=NEW_FOLDER --model=runs/lmae_synthetic
 
-arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v3|recipe_v2|recipe_v1][,<ratio>]`; ratio = the training mask ratio (default
+arg: comma-separated, any order: `<dataset>[,cpu|recipe][,<ratio>]`; ratio = the training mask ratio (default
 0.5; the completion command routes between runs trained at several ratios).
   voc (default)  PASCAL VOC 2012, 21 classes, the paper's settings: EB8/DB6/ED1440/DD720 (250M parameters), patch
       16 at 224 input from random 448 crops, batch 24, Adam (b1 0.9) with coupled L2 1e-4, reduce-on-plateau
@@ -30,37 +30,28 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v3|recipe_v2|reci
       prior, the pixel-level refinement head, Lovasz-softmax (weight 3), a wider ViT (encoder 4 x 192, decoder
       3 x 192), and at eval and completion only the fill blend (0.3), mirror averaging and progressive
       completion (0.5, 0.8, 0.95: the surest masked patches revealed with their predictions, the rest completed
-      again, session 11); a cosine schedule with warm-up at learning rate 4e-3 with gradient clipping at norm 1,
-      2200 steps, one eval at the end (17-18 minutes alone on the 2-core CPU, session 11). Expect (mean of seeds 0 and 1)
-      val PA-mIoU 0.640 / 0.702, global mIoU 0.773 / 0.844 (BF / random) at ratio 0.5, against the geodesic
-      fill's PA-mIoU 0.522 / 0.600 (README, "L-MAE label completion"); at ratio 0.75 (`camvid,recipe,0.75`)
-      0.598 / 0.626 against the geodesic fill's 0.459 / 0.486.
-      `recipe_v3`: the session-9 recipe (learning rate 3e-3, Lovasz weight 2, 2400 steps with a mid-run eval;
-      20.7-21.1 minutes alone, over the budget). Expect val PA-mIoU 0.637 / 0.695, global mIoU 0.770 / 0.839 (BF
-      / random) at ratio 0.5; at ratio 0.75 (`camvid,recipe_v3,0.75`, seed 0) 0.614 / 0.631 against the
-      geodesic fill's 0.459 / 0.486.
-      `recipe_v2`: the session-8 recipe (Lovasz weight 1, learning rate 1e-3 without clipping, no mirror
-      averaging). Expect val PA-mIoU 0.617 / 0.671, global mIoU 0.757 / 0.825 (BF / random); at ratio 0.75
-      (`camvid,recipe_v2,0.75`) 0.585 / 0.599 against 0.459 / 0.486.
-      `recipe_v1`: the first recipe (the prior and the refinement head only; the runs of the README's earlier
-      tables). Expect val PA-mIoU 0.566 BF / 0.619 random, global mIoU 0.716 / 0.789.
+      again); a cosine schedule with warm-up at learning rate 4e-3 with gradient clipping at norm 1, 2200
+      steps, one eval at the end (17-18 minutes alone on the 2-core CPU). Expect (mean of seeds 0 and 1) val
+      PA-mIoU 0.640 / 0.702, global mIoU 0.773 / 0.844 (BF / random) at ratio 0.5, against the geodesic fill's
+      PA-mIoU 0.522 / 0.600; at ratio 0.75 (`camvid,recipe,0.75`) 0.598 / 0.626 against the geodesic fill's
+      0.459 / 0.486. Earlier recipes, as overrides of `camvid,recipe` or `camvid,cpu`, and what each setting
+      bought: experiments/results/lmae_recipe.md.
 """
 
 from maskseg_jax.config_base import base_config, parse_arg, refuse
 from maskseg_jax.methods.lmae.config import apply_lmae
 
 AXES = dict(dataset=("voc", "cityscapes", "synthetic", "camvid"),
-            size=("full", "cpu", "recipe", "recipe_v3", "recipe_v2", "recipe_v1"))
+            size=("full", "cpu", "recipe"))
 ARGS = ("", "voc", "voc,0.6", "cityscapes", "cityscapes,0.6", "synthetic", "synthetic,0.75", "camvid", "camvid,cpu",
-        "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75", "camvid,recipe_v3", "camvid,recipe_v3,0.75",
-        "camvid,recipe_v2", "camvid,recipe_v2,0.75", "camvid,recipe_v1")
-RECIPE_STEPS = 2200  # session 10: inside the 20-minute budget (recipe_v1..v3: 2400, 20.7-21.1 minutes alone)
-EARLIER_RECIPE_STEPS = 2400
-RECIPE_FILL_BLEND = 0.3  # chosen on val among 0.15 / 0.3 / 0.4 / 0.45 (README)
-RECIPE_VIT = (4, 192, 3, 192)  # encoder depth, width, decoder depth, width (session 8; session 6: 3, 128, 2, 128)
-RECIPE_LR = 4e-3  # session 10, with gradient clipping at norm 1 (recipe_v3: 3e-3; recipe_v2: 1e-3, no clipping)
-RECIPE_LOVASZ = 3.0  # session 10 (recipe_v3: 2; recipe_v2: 1)
-RECIPE_REVEAL = (0.5, 0.8, 0.95)  # session 11: progressive completion, chosen on val (seed 0) among 9 schedules
+        "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75")
+# Each setting and what it bought: experiments/results/lmae_recipe.md.
+RECIPE_STEPS = 2200  # inside the 20-minute CPU budget (2400 steps took 20.7-21.1 minutes alone)
+RECIPE_FILL_BLEND = 0.3  # chosen on val among 0.15 / 0.3 / 0.4 / 0.45
+RECIPE_VIT = (4, 192, 3, 192)  # encoder depth, width, decoder depth, width
+RECIPE_LR = 4e-3  # with gradient clipping at norm 1
+RECIPE_LOVASZ = 3.0
+RECIPE_REVEAL = (0.5, 0.8, 0.95)  # progressive completion, chosen on val (seed 0) among 9 schedules
 
 
 def voc(c, a, ratio):
@@ -114,29 +105,20 @@ def camvid(c, a, ratio):
   c.optim.lr = 1e-3
   c.optim.plateau_accumulation = 23         # steps per epoch: 367 // 16
   c.train.steps, c.train.log_every, c.train.eval_every, c.train.checkpoint_every = 1500, 50, 500, 500
-  if a["size"] in ("recipe", "recipe_v3", "recipe_v2", "recipe_v1"):
+  if a["size"] == "recipe":
     c.model.prior = "nearest"
     c.model.refine_width = 16
+    c.model.enc_depth, c.model.enc_dim, c.model.dec_depth, c.model.dec_dim = RECIPE_VIT
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 100
-    c.train.steps = EARLIER_RECIPE_STEPS
-    c.train.eval_every = EARLIER_RECIPE_STEPS // 2
-    c.train.checkpoint_every = EARLIER_RECIPE_STEPS // 4
-  if a["size"] in ("recipe", "recipe_v3", "recipe_v2"):
-    c.model.enc_depth, c.model.enc_dim, c.model.dec_depth, c.model.dec_dim = RECIPE_VIT
-    c.lmae.lovasz_weight = 1.0
-    c.lmae.fill_blend = RECIPE_FILL_BLEND
-  if a["size"] in ("recipe", "recipe_v3"):
-    c.optim.lr, c.optim.grad_clip = 3e-3, 1.0
-    c.lmae.lovasz_weight = 2.0
-    c.lmae.mirror_average = True
-  if a["size"] == "recipe":
-    c.optim.lr = RECIPE_LR
+    c.optim.lr, c.optim.grad_clip = RECIPE_LR, 1.0
     c.lmae.lovasz_weight = RECIPE_LOVASZ
+    c.lmae.fill_blend = RECIPE_FILL_BLEND
+    c.lmae.mirror_average = True
+    c.lmae.progressive_reveal = RECIPE_REVEAL
     c.train.steps = RECIPE_STEPS
     c.train.eval_every = RECIPE_STEPS       # the final eval only: the run fits the 20-minute budget
     c.train.checkpoint_every = RECIPE_STEPS // 4
-    c.lmae.progressive_reveal = RECIPE_REVEAL
 
 
 DATASETS = dict(voc=voc, cityscapes=cityscapes, synthetic=synthetic, camvid=camvid)
