@@ -21,7 +21,7 @@ from PIL import Image
 from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae.completion import (DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
+from maskseg_jax.methods.lmae.completion import (DEFAULT_METHOD, DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
                                                Completer, make_completer, pair_completer)
 from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
@@ -90,6 +90,7 @@ class FileReport:
   fill_fraction: float | None = None       # hybrid: missing pixels that took the fill (near a given pixel)
   radius: float | None = None              # hybrid: the radius used, file pixels
   prefilled_fraction: float | None = None  # --min_missing > 0: missing pixels of unmasked patches (the fill's)
+  hole_routes: dict | None = None          # auto: share of the missing pixels per hole route (thin/object/blob)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -180,9 +181,9 @@ def fill_class_count(model) -> int:
 
 
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
-                    method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
+                    method: str = DEFAULT_METHOD, missing: str = DEFAULT_MISSING, scale: str = "train",
                     checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
-                    min_missing: float = 0.0, num_classes: int | None = None,
+                    min_missing: float | None = None, num_classes: int | None = None,
                     log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
@@ -198,7 +199,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
   if method in MODEL_METHODS and not models:
     raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN (or --method=nearest|geodesic, "
                       "which need no model)")
-  if method != "model" and not MISSING[missing].exact:
+  if method not in ("model", "auto") and not MISSING[missing].exact:
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method={method} needs "
                       "--missing=unknown or unknown_and_void (or use --method=model)")
   check_out_dir(out_dir, images_dir, labels_dir)
@@ -235,7 +236,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
         report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
         log(_describe(report))
         reports.append(report)
-        if method == "model" and report.tiles:
+        if method in ("model", "auto") and report.tiles:
           trained = max(c.train_ratio for c in completers if c.ratio == report.ratio)
           if report.masked_fraction > trained + 1e-9:
             over.append((report.name, report.masked_fraction, trained))
