@@ -624,3 +624,24 @@ def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
   [(mask, fed, force)] = calls
   assert force.reshape(4, 4)[2:, :2].all() and not force.reshape(4, 4)[0, 1:3].any()
   assert (fed[0:8, 15:17] != 255).all()
+
+
+def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
+  """experiments/lmae_select.py: each variant is an eval of a scratch copy (the run folder is never written);
+  the run's own settings reproduce its eval; an evaluation-time change (the fill blend) changes the score."""
+  sys.path.insert(0, os.path.join(fixtures.REPO, "experiments"))
+  import lmae_select
+  before = {f: os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)}
+  name, overrides = lmae_select.parse_variant("blend=lmae.fill_blend=0.9;lmae.mirror_average=False")
+  assert (name, overrides) == ("blend", {"lmae.fill_blend": 0.9, "lmae.mirror_average": False})
+  results = lmae_select.select([run_dir], "val", [("as_trained", {}), ("again", {}), (name, overrides)],
+                               tiny_config())
+  assert results["as_trained"] == results["again"] and results["blend"] != results["as_trained"]
+  s = results["as_trained"][0]
+  assert s["score"] == pytest.approx((s["val/margin_pa_miou"] + s["val_random/margin_pa_miou"]) / 2)
+  assert s["val/margin_pa_miou"] == pytest.approx(s["val/pa_miou"] - s["val/best_fill_pa_miou"])
+  lines = lmae_select.table(results, [run_dir])
+  assert len(lines) == 5 and lines[0].startswith("| variant")
+  assert {f: os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)} == before
+  with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
+    lmae_select.parse_variant("nokey")
