@@ -1,8 +1,8 @@
 """`maskseg-complete`: complete a folder of broken labels with a trained L-MAE or a non-learned fill.
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
-      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
-      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
+      [--method=auto|model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
+      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit] [--num_classes=N]
 
 The protocol (which pixels are given, exact masking, tiles, several models) is in
 `maskseg_jax/methods/lmae/completion.py`; files and staging in `methods/lmae/label_folder.py`. Bad input: one
@@ -18,7 +18,8 @@ import sys
 from typing import Sequence
 
 from maskseg_jax.errors import MasksegError
-from maskseg_jax.methods.lmae.completion import DEFAULT_MISSING, DEFAULT_UNKNOWN, METHODS, MISSING, SCALES
+from maskseg_jax.methods.lmae.completion import (AUTO_MIN_MISSING, DEFAULT_METHOD, DEFAULT_MISSING, DEFAULT_UNKNOWN,
+                                                 METHODS, MISSING, SCALES)
 from maskseg_jax.methods.lmae.label_folder import Terminated, complete_folder
 
 
@@ -34,22 +35,27 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   ap.add_argument("--model", action="append", default=[],
                   help="trained L-MAE workdir, optionally RATIO=WORKDIR (default ratio: its lmae.mask_ratio); "
                        "repeat for several ratios (one model per ratio); needed by --method=model")
-  ap.add_argument("--method", default="model", choices=METHODS,
-                  help="model (L-MAE, default), hybrid (geodesic fill near given pixels, the model elsewhere; "
-                       "this project's extension) or a non-learned fill (no model needed)")
+  ap.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
+                  help="auto (default; this project's extension: each hole by its shape, thin gaps the nearest "
+                       "fill, missing objects the model, blobs the hybrid), model (L-MAE on every hole), hybrid "
+                       "(geodesic fill near given pixels, the model elsewhere; this project's extension) or a "
+                       "non-learned fill (no model needed)")
   ap.add_argument("--hybrid_radius", type=float, default=0.0,
                   help="hybrid: missing pixels within this many file pixels of a given class pixel take the fill "
                        "(default 0: half a model patch at the tile scale)")
-  ap.add_argument("--min_missing", type=float, default=0.0,
-                  help="model/hybrid: mask a patch only when at least this fraction of its pixels is missing; "
-                       "the other missing pixels are pre-filled by the geodesic fill (default 0: any; this "
-                       "project's extension)")
+  ap.add_argument("--min_missing", type=float, default=None,
+                  help="model/hybrid/auto: mask a patch only when at least this fraction of its pixels is "
+                       "missing (auto: of a blob's); the other missing pixels are pre-filled by a fill (default: "
+                       f"{AUTO_MIN_MISSING:g} for auto, 0 = any for model and hybrid; this project's extension)")
   ap.add_argument("--missing", default=DEFAULT_MISSING, choices=tuple(MISSING),
                   help="pixels to fill: unknown_and_void (default), unknown (void is given), paper (also "
                        "background classes, Background-First at the model's ratio)")
   ap.add_argument("--scale", default="train", choices=tuple(SCALES),
                   help="train: tiles at the run's training field of view (default); fit: whole file resized")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+  ap.add_argument("--num_classes", type=int, default=None,
+                  help="fills: the class count label values are checked against (default: --model's run); a "
+                       "value that is no class, void or the unknown marker is refused, as with the model")
   ap.add_argument("--unknown_value", type=int, default=None, help="label value of pixels to fill (default: "
                   f"the model's lmae.unknown_value, {DEFAULT_UNKNOWN}); 255 makes void the unknown marker")
   args = ap.parse_args(argv)
@@ -57,7 +63,7 @@ def run_main(argv: Sequence[str] | None = None) -> None:
     reports = complete_folder(args.images, args.labels, args.out, args.model, method=args.method,
                               missing=args.missing, scale=args.scale, checkpoint=args.checkpoint,
                               unknown_value=args.unknown_value, radius=args.hybrid_radius,
-                              min_missing=args.min_missing)
+                              min_missing=args.min_missing, num_classes=args.num_classes)
   except MasksegError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -5,8 +5,10 @@
   python -m maskseg_jax.main --config=lmae_voc.py --workdir=runs/lmae_voc_0.5            # the flagship (= voc)
   maskseg-complete --images=IMAGES --labels=LABELS --out=NEW_FOLDER --model=runs/lmae_synthetic
 
-arg: comma-separated, any order: `<dataset>[,cpu|recipe][,<ratio>]`; ratio = the training mask ratio (default
-0.5; the completion command routes between runs trained at several ratios).
+arg: comma-separated, any order: `<dataset>[,cpu|recipe][,dev|fit][,<ratio>]`; ratio = the training mask ratio
+(default 0.5; the completion command routes between runs trained at several ratios). `dev` trains on `train@fit`
+(4/5 of train) and evaluates on `train@dev` (the other 1/5, carved by sequence: data/splits.py), where every
+choice is made; `fit` trains on the same images and evaluates on `val`, the reported figure (never selected on).
   voc (default)  PASCAL VOC 2012, 21 classes, the paper's settings: EB8/DB6/ED1440/DD720 (250M parameters), patch
       16 at 224 input from random 448 crops, batch 24, Adam (b1 0.9) with coupled L2 1e-4, reduce-on-plateau
       0.8 / patience 5 (6 in optax) / threshold 1e-3 once per epoch (61 steps of the 1464 `train` images), 400
@@ -38,13 +40,13 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe][,<ratio>]`; ratio = the
       bought: experiments/results/lmae_recipe.md.
 """
 
-from maskseg_jax.config_base import base_config, parse_arg, refuse
+from maskseg_jax.config_base import PROTOCOLS, apply_protocol, base_config, parse_arg, refuse
 from maskseg_jax.methods.lmae.config import apply_lmae
 
 AXES = dict(dataset=("voc", "cityscapes", "synthetic", "camvid"),
-            size=("full", "cpu", "recipe"))
+            size=("full", "cpu", "recipe"), protocol=tuple(PROTOCOLS))
 ARGS = ("", "voc", "voc,0.6", "cityscapes", "cityscapes,0.6", "synthetic", "synthetic,0.75", "camvid", "camvid,cpu",
-        "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75")
+        "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75", "camvid,recipe,dev", "camvid,recipe,fit")
 # Each setting and what it bought: experiments/results/lmae_recipe.md.
 RECIPE_STEPS = 2200  # inside the 20-minute CPU budget (2400 steps took 20.7-21.1 minutes alone)
 RECIPE_FILL_BLEND = 0.3  # chosen on val among 0.15 / 0.3 / 0.4 / 0.45
@@ -134,5 +136,6 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.data.name = a["dataset"]
   DATASETS[a["dataset"]](c, a, ratio)
+  apply_protocol(c, a["protocol"])
   c.lock()
   return c

@@ -21,9 +21,9 @@ from PIL import Image
 from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae.completion import (DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
-                                               make_completer, pair_completer)
-from maskseg_jax.methods.lmae.runs import resolve_models
+from maskseg_jax.methods.lmae.completion import (DEFAULT_METHOD, DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
+                                               Completer, make_completer, pair_completer)
+from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
 
 PARTIAL_PREFIX = ".maskseg_partial_"
@@ -90,6 +90,7 @@ class FileReport:
   fill_fraction: float | None = None       # hybrid: missing pixels that took the fill (near a given pixel)
   radius: float | None = None              # hybrid: the radius used, file pixels
   prefilled_fraction: float | None = None  # --min_missing > 0: missing pixels of unmasked patches (the fill's)
+  hole_routes: dict | None = None          # auto: share of the missing pixels per hole route (thin/object/blob)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -172,14 +173,24 @@ def _describe(r: FileReport) -> str:
   return f"{r.name}: {r.changed_pixels} pixels changed ({how})"
 
 
+def fill_class_count(model) -> int:
+  """The class count of a `--model` spec (a Completer or a run folder), read without loading weights."""
+  if isinstance(model, Completer):
+    return model.num_classes
+  return int(read_run_config(parse_model_spec(model)[1]).data.num_classes)
+
+
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
-                    method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
+                    method: str = DEFAULT_METHOD, missing: str = DEFAULT_MISSING, scale: str = "train",
                     checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
-                    min_missing: float = 0.0, log: Callable[[str], None] = print) -> list[FileReport]:
+                    min_missing: float | None = None, num_classes: int | None = None,
+                    log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
-  models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (only for
-  method='model'). Nothing is written unless every output name is free and every pair succeeds.
+  models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (the model
+  methods; a fill takes only the class count from the first). num_classes: the class count a fill checks
+  label values against (default: the first model's). Nothing is written unless every output name is free and
+  every pair succeeds.
   """
   for what, value, allowed in (("method", method, METHODS), ("missing", missing, tuple(MISSING)),
                                ("scale", scale, tuple(SCALES))):
@@ -188,7 +199,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
   if method in MODEL_METHODS and not models:
     raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN (or --method=nearest|geodesic, "
                       "which need no model)")
-  if method != "model" and not MISSING[missing].exact:
+  if method not in ("model", "auto") and not MISSING[missing].exact:
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method={method} needs "
                       "--missing=unknown or unknown_and_void (or use --method=model)")
   check_out_dir(out_dir, images_dir, labels_dir)
@@ -198,12 +209,13 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
     if os.path.exists(path):
       raise DataError(f"output file {path} already exists; refusing to overwrite it (choose a new output "
                       "folder)")
-  if method in MODEL_METHODS:
-    completers = resolve_models(models, checkpoint, log)
-  elif models:
-    log(f"note: --method={method} uses no model; ignoring --model")
-  run = pair_completer(method, completers if method in MODEL_METHODS else (), missing=missing, scale=scale,
-                       unknown_value=unknown_value, radius=radius, min_missing=min_missing)
+  completers = resolve_models(models, checkpoint, log) if method in MODEL_METHODS else ()
+  if method not in MODEL_METHODS and num_classes is None and models:
+    num_classes = fill_class_count(models[0])
+    log(f"note: --method={method} uses no model; checking label values against the {num_classes} classes of "
+        f"--model's run")
+  run = pair_completer(method, completers, missing=missing, scale=scale, unknown_value=unknown_value,
+                       radius=radius, min_missing=min_missing, num_classes=num_classes)
   remove_stale_partials(out_dir, log)
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
@@ -224,7 +236,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
         report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
         log(_describe(report))
         reports.append(report)
-        if method == "model" and report.tiles:
+        if method in ("model", "auto") and report.tiles:
           trained = max(c.train_ratio for c in completers if c.ratio == report.ratio)
           if report.masked_fraction > trained + 1e-9:
             over.append((report.name, report.masked_fraction, trained))
