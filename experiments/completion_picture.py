@@ -28,7 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from maskseg_jax import visualize  # noqa: E402
-from maskseg_jax.data.file_layouts import CAMVID_CLASSES  # noqa: E402
+from maskseg_jax.data.file_layouts import CAMVID_CLASSES, CAMVID_DEFAULT_ROOT  # noqa: E402
 from maskseg_jax.methods.lmae import label_damage  # noqa: E402
 
 # damage -> the model's completion flags (the realistic-holes study's advice for that kind of hole)
@@ -81,7 +81,7 @@ def half(a: np.ndarray) -> np.ndarray:
 def main(argv=None) -> str:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--model", required=True, help="an L-MAE run folder (e.g. a configs/lmae.py:camvid,recipe run)")
-  ap.add_argument("--data", default=os.path.join(os.path.dirname(REPO), "shared", "data", "camvid"))
+  ap.add_argument("--data", default=str(CAMVID_DEFAULT_ROOT), help="CamVid in the VOC layout")
   ap.add_argument("--per_damage", type=int, default=2, help="images per damage kind")
   ap.add_argument("--stride", type=int, default=25, help="take every stride-th val image")
   ap.add_argument("--out", default=os.path.join(REPO, "docs", "completion_example.png"))
