@@ -5,9 +5,9 @@
       [--results=experiments/results/lmae_selection.md]
   python experiments/lmae_select.py --runs=RUN0,RUN1,RUN2 --split=val --variant='chosen=...'   # the report
 
-Each run (trained with `configs/lmae.py:camvid,recipe,dev`, i.e. on train@fit; `--config`/`--config_arg` name its
-training config) is copied to a scratch folder and evaluated (mode=eval) on `--split` once per variant: the run's own settings (`as_trained`) plus
-every `--variant NAME=KEY=VALUE[;KEY=VALUE...]` (evaluation-time fields only: lmae.fill_blend,
+Each run (trained with `configs/lmae.py:camvid,recipe,dev`, i.e. on train@fit; `--config`/`--config_arg` name
+its training config) is copied to a scratch folder and evaluated (mode=eval) on `--split` once per variant: the
+run's own settings (`as_trained`) plus every `--variant NAME=KEY=VALUE[;KEY=VALUE...]` (evaluation-time fields only: lmae.fill_blend,
 lmae.progressive_reveal, lmae.mirror_average, ...; training is untouched, so the rows of one run differ only by
 the setting). The table gives, per variant and mean over the runs, PA-mIoU with Background-First and random
 masks, the best fill's, the margins, and `score` = the mean of the two margins, the criterion a choice is made

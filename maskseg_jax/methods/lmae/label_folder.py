@@ -21,8 +21,8 @@ from PIL import Image
 from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae.completion import (DEFAULT_METHOD, DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS, SCALES,
-                                               Completer, make_completer, pair_completer)
+from maskseg_jax.methods.lmae.completion import (DEFAULT_METHOD, DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS,
+                                               SCALES, Completer, make_completer, pair_completer)
 from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
 
