@@ -645,3 +645,16 @@ def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
   assert {f: os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)} == before
   with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
     lmae_select.parse_variant("nokey")
+
+
+def test_run_settings_override_is_evaluation_time_only(run_dir):
+  """Experiments score a run with other evaluation-time settings (lmae.*); fields that change the model, the
+  completion command's own fields and unknown names are refused in one line naming the key."""
+  config = runs.override_eval_settings(runs.read_run_config(run_dir), {"lmae.fill_blend": 0.5,
+                                                                      "lmae.progressive_reveal": ()})
+  assert config.lmae.fill_blend == 0.5 and tuple(config.lmae.progressive_reveal) == ()
+  for key in ("model.enc_dim", "lmae.complete_out", "lmae.no_such_field"):
+    with pytest.raises(ConfigError, match=f"run setting {key}="):
+      runs.override_eval_settings(runs.read_run_config(run_dir), {key: 1})
+  c = runs.load_completer(run_dir, log=lambda s: None, overrides={"lmae.mirror_average": True})
+  assert c.num_classes == N
