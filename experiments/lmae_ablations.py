@@ -68,10 +68,10 @@ VARIANTS = {
     "lr3e3_lovasz2": {"optim.lr": 3e-3, "lmae.lovasz_weight": 2.0},
     "lovasz_1": {"lmae.lovasz_weight": 1.0},
     "no_mirror": {"lmae.mirror_average": False},
-    "no_progressive": {"lmae.progressive_reveal": ()},
+    "progressive": {"lmae.progressive_reveal": (0.5, 0.8, 0.95)},
     "prior_skip": {"model.prior_skip": True},
 }
-EXTENSION_VARIANTS = ["baseline", "no_progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip",
+EXTENSION_VARIANTS = ["baseline", "progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip",
                       "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"]
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
@@ -88,7 +88,7 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "lr_1e3": "learning rate 1e-3 without gradient clipping",
             "lr3e3_lovasz2": "learning rate 3e-3, Lovasz weight 2",
             "lovasz_1": "Lovasz weight 1", "no_mirror": "without mirror averaging",
-            "no_progressive": "without progressive completion (one pass)",
+            "progressive": "with progressive completion (0.5, 0.8, 0.95)",
             "prior_skip": "+ the prior skip (learned logits at the prior's class)"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
