@@ -6,7 +6,8 @@ with T = g * g, and exactly `num_masked_tiles(T, ratio)` tiles masked per sample
 
 The selective scorer draws random masks, reconstructs, scores every tile by `L1 + (1 - SSIM_3x3)` with
 segment sums, averages the draws and keeps the top-k tiles: one pure function, no host code, so it can be
-jitted over batch-sharded images like a train step.
+jitted over batch-sharded images like a train step. Its window and SSIM scope default to this library's choice;
+`ssim_window="gaussian", ssim_scope="tile"` give the authors' scores (docs/selective_masking.md).
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ SSIM_SCOPES: dict[str, Callable[[TileGrid, int], np.ndarray]] = {
     "image": lambda grid, window: grid.tile_ids(),
     "tile": lambda grid, window: grid.interior_tile_ids((window - 1) // 2),
 }
-# The 3x3 window: uniform, or the authors' pytorch_msssim Gaussian (sigma 1.5, so ~0.29 / 0.42 / 0.29 taps).
+# The 3x3 window: uniform, or the authors' pytorch_msssim Gaussian (sigma 1.5: taps 0.31 / 0.38 / 0.31).
 SSIM_WINDOWS = {"uniform": False, "gaussian": True}
 
 
