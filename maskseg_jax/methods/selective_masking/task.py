@@ -2,9 +2,10 @@
 
 `build(config, mesh, workdir)` makes the Task of the stage `config.selective.stage`: a U-Net with a 3-channel
 head reconstructs crops whose masked tiles are filled with the mean colour, trained with `L1 + (1 - MS-SSIM)`
-over the whole image (in [0, 1] intensities; `selective.metric_space`). Stage 0 (and every stage of the random strategies) draws a fresh
-random mask per sample and step; a selective stage trains on the fixed masks in `<workdir>/masks.npz` that the
-driver scored with the previous stage's model. `run(config, workdir, train_run)` (called by `train.run`) drives all stages:
+over the whole image in [0, 1] intensities (`selective.loss_ssim` and `metric_space` switch to the authors' 3 px
+SSIM on normalized values, docs/selective_masking.md). Stage 0 (and every stage of the random strategies) draws
+a fresh random mask per sample and step; a selective stage trains on the fixed masks in `<workdir>/masks.npz`
+that the driver scored with the previous stage's model. `run(config, workdir, train_run)` (called by `train.run`) drives all stages:
 see `stages.py`. Fine-tuning is plain `supervised` with `model.init_from` (see `pretrained`).
 """
 
@@ -56,7 +57,8 @@ def init_model(config) -> tuple[base.ModelDef, dict, dict]:
 
 
 def reconstruction_step(mdef: base.ModelDef, tx, lr_fn: Callable, data_config, sel) -> Callable:
-  """Pure train step on {"image", "target", "mask"}: fill the masked pixels, reconstruct, L1 + (1 - MS-SSIM)."""
+  """Pure train step on {"image", "target", "mask"}: fill the masked pixels, reconstruct, L1 + (1 - MS-SSIM)
+  (`sel.loss_ssim`), both in `sel.metric_space`."""
   space = metric_space(data_config, str(sel.metric_space))
   kwargs = ms_ssim_kwargs(sel)
 
