@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from maskseg_jax.data.file_layouts import CAMVID_DEFAULT_ROOT
 from maskseg_jax.losses.reconstruction import reconstruction_loss
 from maskseg_jax.methods.selective_masking import tiles
 from maskseg_jax.methods.selective_masking.scoring import metric_space
@@ -401,7 +402,8 @@ def case_odd_size() -> dict:
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--reference", required=True, help="checkout of yuw422/Selective_Masking_Image_Reconstruction")
-  p.add_argument("--data", default="/work/shared/data/camvid", help="VOC-layout folder (JPEGImages/)")
+  p.add_argument("--data", default=str(CAMVID_DEFAULT_ROOT),
+                 help="VOC-layout folder (JPEGImages/); smooth synthetic images if it is missing")
   p.add_argument("--images", type=int, default=2)
   p.add_argument("--out", default="", help="also write the JSON here")
   args = p.parse_args(argv)
