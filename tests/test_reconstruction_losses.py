@@ -172,3 +172,17 @@ def test_reconstruction_loss_valid_mask_ignores_padding():
   pred = target.at[1].set(0.0)  # sample 1 is padding with a terrible prediction
   loss, _ = rec.reconstruction_loss(pred, target, max_val=1.0, ms_ssim_kwargs=kw, valid=jnp.array([True, False]))
   assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reconstruction_loss_ssim3_similarity():
+  """similarity="ssim3" (the authors' selective loop): L1 + 1 - SSIM with a 3 px Gaussian window, whole image."""
+  target = jnp.asarray(_smooth_images(12, (2, 16, 16, 3)))
+  pred = jnp.clip(target + 0.1 * jnp.asarray(np.random.default_rng(2).normal(size=target.shape), jnp.float32), 0, 1)
+  loss, m = rec.reconstruction_loss(pred, target, max_val=1.0, similarity="ssim3")
+  ssim3 = float(rec.ssim(pred, target, window=3, gaussian=True).mean())
+  assert set(m) == {"loss", "l1", "ssim3"} and float(m["ssim3"]) == pytest.approx(ssim3, rel=1e-6)
+  assert float(loss) == pytest.approx(float(jnp.abs(pred - target).mean()) + 1.0 - ssim3, rel=1e-6)
+  ms, _ = rec.reconstruction_loss(pred, target, max_val=1.0, ms_ssim_kwargs=dict(weights=(0.5, 0.5), window=5))
+  assert abs(float(ms) - float(loss)) > 1e-3
+  with pytest.raises(ValueError, match="reconstruction similarity 'ssim5'; expected one of"):
+    rec.reconstruction_loss(pred, target, max_val=1.0, similarity="ssim5")

@@ -21,8 +21,8 @@ from maskseg_jax.methods.selective_masking import scoring as selective_scoring
 from maskseg_jax.methods.selective_masking import stages as selective_stages
 from maskseg_jax.methods.selective_masking import task as sm
 from maskseg_jax.methods.selective_masking import tiles
-from maskseg_jax.methods.selective_masking.data import (ReconstructionTransform, canonical_view, partition_indices,
-                                                stage_plan, tile_grid, train_val_split)
+from maskseg_jax.methods.selective_masking.data import (ReconstructionTransform, canonical_batches, canonical_view,
+                                                partition_indices, stage_plan, tile_grid, train_val_split)
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 
@@ -157,6 +157,43 @@ def test_reconstruction_step_lowers_the_loss(tmp_path):
   # Window means, not single steps: one step's loss moves by a few percent with its masks (1.03 -> 0.98 / 0.85 / 0.81).
   first, middle, last = (np.mean(losses[i:i + 4]) for i in (0, 4, 8))
   assert np.isfinite(losses).all() and last < middle < first and last < 0.87 * first, losses
+
+
+AUTHORS_FLAGS = {"selective.metric_space": "normalized", "selective.score_window": "gaussian",
+                 "selective.score_scope": "tile", "selective.loss_ssim": "ssim3"}
+
+
+def test_authors_scoring_and_loss_flags_reach_the_steps(tmp_path):
+  """The flags that reproduce the authors' code (experiments/parity_selective.py) drive the real scorer and step."""
+  config, default = tiny_pretrain(**AUTHORS_FLAGS), tiny_pretrain()
+  grid = tile_grid(config.data, config.selective)
+  mdef, params, stats = sm.init_model(config)
+  model_state = {"params": params, "batch_stats": stats}
+  mesh1 = sharding.make_mesh(1)
+  source = sources.subset(sm.pretrain_source(config), np.arange(8))
+  rng = jax.random.PRNGKey(3)
+  score = lambda c: selective_scoring.score_source(
+      selective_scoring.make_score_step(mdef, grid, c.selective, c.data, mesh1), model_state, source, c.data, grid,
+      batch_size=8, mesh=mesh1, rng=rng)[1:]
+  (masks, scores), (_, default_scores) = score(config), score(default)
+  images = next(iter(canonical_batches(source, config.data, (grid.height, grid.width), 8)))["image"]
+  direct = tiles.make_selective_scorer(selective_scoring.eval_apply(mdef), grid, num_draws=5, ratio=0.5,
+                                       fill_color=0.0, ssim_window="gaussian", ssim_scope="tile")
+  want_masks, want = direct(model_state, jax.numpy.asarray(images), jax.random.fold_in(rng, 0))
+  np.testing.assert_allclose(scores, np.asarray(want), rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(masks, np.asarray(want_masks))
+  assert np.abs(scores - default_scores).max() > 1e-2
+  plan = stage_plan(24, config.selective)
+  cfg = selective_stages.stage_config(config, plan[0], plan, str(tmp_path))
+  task = sm.build(cfg, mesh1, str(tmp_path / "stage_0"))
+  state, metrics = train.compile_step(task, mesh1)(sharding.replicate(task.state, mesh1),
+                                                   sharding.to_global(next(task.train_iter), mesh1),
+                                                   jax.random.PRNGKey(0))
+  assert set(metrics) >= {"loss", "l1", "ssim3"} and "ms_ssim" not in metrics
+  assert float(metrics["loss"]) == pytest.approx(float(metrics["l1"]) + 1.0 - float(metrics["ssim3"]), rel=1e-5)
+  with pytest.raises(ConfigError, match="selective.metric_space='rgb'; expected one of"):
+    selective_scoring.make_score_step(mdef, grid, tiny_pretrain(**{"selective.metric_space": "rgb"}).selective,
+                                      config.data, mesh1)
 
 
 # ------------------------------------------------------------------------------------------ stage runs

@@ -102,6 +102,42 @@ def test_per_tile_scores_match_brute_force():
   np.testing.assert_allclose(np.asarray(same), 0.0, atol=1e-6)
 
 
+def test_tile_scope_scores_are_the_ssim_of_each_tile_crop():
+  """scope "tile" (the authors' scoring): per tile, L1 over the crop + 1 - SSIM of the crop with 'valid' windows."""
+  from maskseg_jax.losses.reconstruction import ssim
+  grid = tiles.TileGrid(17, 13, 3)  # tiles of 5/5/7 x 4/4/5 px
+  target = _images(3, (2, 17, 13, 3))
+  pred = np.clip(target + np.random.default_rng(4).normal(0, 0.1, target.shape), 0, 1).astype(np.float32)
+  rb, cb = grid.row_bounds, grid.col_bounds
+  for window, gaussian in (("gaussian", True), ("uniform", False)):
+    got = np.asarray(tiles.per_tile_scores(jnp.asarray(pred), jnp.asarray(target), grid.tile_ids(), grid.num_tiles,
+                                           ssim_tile_ids=tiles.ssim_scope_ids(grid, "tile"),
+                                           gaussian=tiles.ssim_window_is_gaussian(window)))
+    want = np.zeros_like(got)
+    for r in range(3):
+      for q in range(3):
+        crop = lambda a: jnp.asarray(a[:, rb[r]:rb[r + 1], cb[q]:cb[q + 1]])
+        want[:, r * 3 + q] = (np.abs(pred - target)[:, rb[r]:rb[r + 1], cb[q]:cb[q + 1]].mean((1, 2, 3)) + 1.0
+                              - np.asarray(ssim(crop(pred), crop(target), window=3, gaussian=gaussian)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=window)
+  # the "image" scope differs: its edge pixels' windows reach into the neighbouring tiles
+  image = np.asarray(tiles.per_tile_scores(jnp.asarray(pred), jnp.asarray(target), grid.tile_ids(), grid.num_tiles))
+  assert np.abs(image - got).max() > 1e-3
+
+
+def test_interior_tile_ids_and_bad_scoring_choices():
+  grid = tiles.TileGrid(12, 12, 3)  # 4 px tiles: the interior is the middle 2 x 2 of each
+  ids = grid.interior_tile_ids(1)
+  assert (np.bincount(ids.ravel(), minlength=10)[:9] == 4).all() and (ids == 9).sum() == 144 - 36
+  assert ids[1, 1] == 0 and ids[0, 1] == 9 and ids[5, 9] == 5 and ids[3, 3] == 9
+  with pytest.raises(ConfigError, match="tiles of 2 px have no pixel 1 px inside"):
+    tiles.TileGrid(8, 8, 4).interior_tile_ids(1)
+  with pytest.raises(ConfigError, match="selective.score_scope='crop'; expected one of"):
+    tiles.make_selective_scorer(lambda s, x: x, grid, fill_color=0.0, ssim_scope="crop")
+  with pytest.raises(ConfigError, match="selective.score_window='box'; expected one of"):
+    tiles.make_selective_scorer(lambda s, x: x, grid, fill_color=0.0, ssim_window="box")
+
+
 GRID = tiles.TileGrid(16, 16, 4)  # 4x4 px tiles, T = 16, K = 8
 FILL = np.array([0.5, 0.5, 0.5], np.float32)
 

@@ -56,7 +56,7 @@ def _window_1d(window: int, sigma: float, gaussian: bool) -> np.ndarray:
 def _band_matrix(size: int, kernel: np.ndarray) -> np.ndarray:
   """[size - k + 1, size] matrix whose rows hold the window at every 'valid' offset."""
   k = len(kernel)
-  m = np.zeros((size - k + 1, size), np.float32)
+  m = np.zeros((size - k + 1, size), np.float64)
   for i in range(size - k + 1):
     m[i, i:i + k] = kernel
   return m
@@ -70,8 +70,9 @@ def _filter_valid(x: jax.Array, kernel: np.ndarray) -> jax.Array:
   TPU/GPU default matmul precision (bf16/tf32 passes) would swamp them.
   """
   hi = jax.lax.Precision.HIGHEST
-  rows = jnp.einsum("ph,bhwc->bpwc", _band_matrix(x.shape[1], kernel), x, precision=hi)
-  return jnp.einsum("qw,bpwc->bpqc", _band_matrix(x.shape[2], kernel), rows, precision=hi)
+  band = lambda size: _band_matrix(size, kernel).astype(x.dtype)  # float64 weights for float64 images
+  rows = jnp.einsum("ph,bhwc->bpwc", band(x.shape[1]), x, precision=hi)
+  return jnp.einsum("qw,bpwc->bpqc", band(x.shape[2]), rows, precision=hi)
 
 
 @functools.partial(jax.jit, static_argnames=("window", "sigma", "gaussian", "max_val", "k1", "k2", "padding"))
@@ -205,26 +206,39 @@ def _ms_ssim(x, y, *, max_val, weights, window, sigma, k1, k2):
   return value.mean(axis=-1)
 
 
+# The similarity term of `reconstruction_loss`, per image float[B]. "ms_ssim": the spec's and the authors' random
+# baseline (`ms_ssim_kwargs` apply). "ssim3": SSIM with a 3 px Gaussian window (sigma 1.5, 'valid') over the whole
+# image, which is what the authors' selective loop trains on (its model class swaps MS-SSIM for that SSIM).
+SIMILARITIES = {
+    "ms_ssim": lambda pred, target, max_val, kwargs: ms_ssim(pred, target, max_val=max_val, **kwargs),
+    "ssim3": lambda pred, target, max_val, kwargs: ssim(pred, target, window=3, gaussian=True, max_val=max_val),
+}
+
+
 def reconstruction_loss(pred: jax.Array, target: jax.Array, *, max_val: float,
                         ms_ssim_kwargs: Mapping[str, Any] | None = None,
-                        valid: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+                        valid: jax.Array | None = None,
+                        similarity: str = "ms_ssim") -> tuple[jax.Array, dict[str, jax.Array]]:
   """Pretraining loss `L1 + (1 - MS-SSIM)` over the whole image, weights 1:1.
 
   `ms_ssim_kwargs` go to `ms_ssim` (e.g. fewer `weights`/smaller `window` for small crops). `valid`
-  (bool[B], optional) drops padded samples from both terms. Returns the scalar loss and
-  `{"loss", "l1", "ms_ssim"}` (batch means).
+  (bool[B], optional) drops padded samples from both terms. `similarity` picks the SSIM term
+  (`SIMILARITIES`). Returns the scalar loss and `{"loss", "l1", similarity}` (batch means).
   """
+  if similarity not in SIMILARITIES:
+    raise ValueError(f"reconstruction similarity {similarity!r}; expected one of {sorted(SIMILARITIES)}")
   pred, target = _as_float(pred), _as_float(target)
   kwargs = dict(ms_ssim_kwargs or {})
   if "max_val" in kwargs:
     raise ValueError("pass max_val to reconstruction_loss directly, not inside ms_ssim_kwargs")
+  per_image = SIMILARITIES[similarity](pred, target, max_val, kwargs)
   if valid is None:
     l1_sum, l1_count = l1(pred, target)
-    ms = ms_ssim(pred, target, max_val=max_val, **kwargs).mean()
+    sim = per_image.mean()
   else:
     v = jnp.asarray(valid).astype(pred.dtype)
     l1_sum, l1_count = l1(pred, target, v[:, None, None, None])
-    ms = (ms_ssim(pred, target, max_val=max_val, **kwargs) * v).sum() / jnp.maximum(v.sum(), 1.0)
+    sim = (per_image * v).sum() / jnp.maximum(v.sum(), 1.0)
   l1_mean = l1_sum / jnp.maximum(l1_count, 1.0)
-  loss = l1_mean + (1.0 - ms)
-  return loss, {"loss": loss, "l1": l1_mean, "ms_ssim": ms}
+  loss = l1_mean + (1.0 - sim)
+  return loss, {"loss": loss, "l1": l1_mean, similarity: sim}

@@ -31,6 +31,23 @@ def to_unit_range(data_config) -> Callable[[jax.Array], jax.Array]:
   return lambda x: x * std + mean
 
 
+# Where L1, SSIM and MS-SSIM (max_val 1) are computed, for the loss, the scores and the evaluation alike.
+# "unit": [0, 1] intensities, where SSIM's constants and luminance term mean what they were designed for.
+# "normalized": the mean/std-normalized values themselves, as the authors' code does (data_range 1.0 on them):
+# L1 weighs about 1/std (~2.2x) more against MS-SSIM and the luminance term sees negative means.
+METRIC_SPACES: dict[str, Callable] = {
+    "unit": to_unit_range,
+    "normalized": lambda data_config: (lambda x: x),
+}
+
+
+def metric_space(data_config, name: str) -> Callable[[jax.Array], jax.Array]:
+  """Normalized images -> the images the loss and scores compare (`selective.metric_space`)."""
+  if name not in METRIC_SPACES:
+    raise ConfigError(f"selective.metric_space={name!r}; expected one of {sorted(METRIC_SPACES)}")
+  return METRIC_SPACES[name](data_config)
+
+
 def eval_apply(mdef: base.ModelDef) -> Callable:
   """(model state {"params", "batch_stats"}, images) -> eval-mode reconstruction."""
   return lambda st, x: mdef.merge(st["params"], st["batch_stats"])(x, train=False)
@@ -40,8 +57,9 @@ def make_score_step(mdef: base.ModelDef, grid: tiles.TileGrid, sel, data_config,
   """Jitted `(model state, images, rng) -> (tile masks bool[B, T], mean scores float[B, T])`."""
   score = tiles.make_selective_scorer(eval_apply(mdef), grid, num_draws=int(sel.num_draws),
                                       ratio=float(sel.mask_ratio), fill_color=0.0, max_val=1.0,
-                                      to_score_space=to_unit_range(data_config),
-                                      sequential_draws=bool(sel.sequential_draws))
+                                      to_score_space=metric_space(data_config, str(sel.metric_space)),
+                                      sequential_draws=bool(sel.sequential_draws),
+                                      ssim_window=str(sel.score_window), ssim_scope=str(sel.score_scope))
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   return jax.jit(score, in_shardings=(repl, data, repl), out_shardings=(repl, repl))
 

@@ -2,9 +2,10 @@
 
 `build(config, mesh, workdir)` makes the Task of the stage `config.selective.stage`: a U-Net with a 3-channel
 head reconstructs crops whose masked tiles are filled with the mean colour, trained with `L1 + (1 - MS-SSIM)`
-over the whole image (in [0, 1] intensities). Stage 0 (and every stage of the random strategies) draws a fresh
-random mask per sample and step; a selective stage trains on the fixed masks in `<workdir>/masks.npz` that the
-driver scored with the previous stage's model. `run(config, workdir, train_run)` (called by `train.run`) drives all stages:
+over the whole image in [0, 1] intensities (`selective.loss_ssim` and `metric_space` switch to the authors' 3 px
+SSIM on normalized values, docs/selective_masking.md). Stage 0 (and every stage of the random strategies) draws
+a fresh random mask per sample and step; a selective stage trains on the fixed masks in `<workdir>/masks.npz`
+that the driver scored with the previous stage's model. `run(config, workdir, train_run)` (called by `train.run`) drives all stages:
 see `stages.py`. Fine-tuning is plain `supervised` with `model.init_from` (see `pretrained`).
 """
 
@@ -26,7 +27,7 @@ from maskseg_jax.methods import base
 from maskseg_jax.methods.selective_masking import tiles
 from maskseg_jax.methods.selective_masking.data import (ReconstructionTransform, Stage, canonical_batches,
                                                 fixed_random_masks, stage_plan, tile_grid)
-from maskseg_jax.methods.selective_masking.scoring import eval_apply, to_unit_range
+from maskseg_jax.methods.selective_masking.scoring import eval_apply, metric_space
 from maskseg_jax.models import build_model
 
 MASKS_FILE = "masks.npz"
@@ -56,8 +57,9 @@ def init_model(config) -> tuple[base.ModelDef, dict, dict]:
 
 
 def reconstruction_step(mdef: base.ModelDef, tx, lr_fn: Callable, data_config, sel) -> Callable:
-  """Pure train step on {"image", "target", "mask"}: fill the masked pixels, reconstruct, L1 + (1 - MS-SSIM)."""
-  unit = to_unit_range(data_config)
+  """Pure train step on {"image", "target", "mask"}: fill the masked pixels, reconstruct, L1 + (1 - MS-SSIM)
+  (`sel.loss_ssim`), both in `sel.metric_space`."""
+  space = metric_space(data_config, str(sel.metric_space))
   kwargs = ms_ssim_kwargs(sel)
 
   def train_step(state, batch, rng):
@@ -67,7 +69,8 @@ def reconstruction_step(mdef: base.ModelDef, tx, lr_fn: Callable, data_config, s
       model = mdef.merge(params, state["batch_stats"])
       base.reseed_dropout(model, rng)
       pred = model(masked, train=True)
-      loss, terms = reconstruction_loss(unit(pred), unit(batch["target"]), max_val=1.0, ms_ssim_kwargs=kwargs)
+      loss, terms = reconstruction_loss(space(pred), space(batch["target"]), max_val=1.0, ms_ssim_kwargs=kwargs,
+                                        similarity=str(sel.loss_ssim))
       return loss, (terms, base.batch_stats_of(model))
 
     (loss, (terms, batch_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
@@ -114,11 +117,11 @@ class ReconstructionEvaluator:
     self.source, self.dc, self.grid, self.mesh = source, data_config, grid, mesh
     self.mask_sets, self.num_images = mask_sets, num_images
     self.ids = [source.id_of(i) for i in range(len(source))]
-    unit, kwargs, apply = to_unit_range(data_config), ms_ssim_kwargs(sel), eval_apply(mdef)
+    space, kwargs, apply = metric_space(data_config, str(sel.metric_space)), ms_ssim_kwargs(sel), eval_apply(mdef)
 
     def step(model_state, images, pmask, valid):
       recon = apply(model_state, jnp.where(pmask[..., None], FILL, images))
-      pred, target = unit(recon), unit(images)
+      pred, target = space(recon), space(images)
       v = valid.astype(jnp.float32)
       l1_sum, l1_count = l1(pred, target, v[:, None, None, None])
       masked_sum, masked_count = l1(pred, target, (pmask & valid[:, None, None])[..., None])

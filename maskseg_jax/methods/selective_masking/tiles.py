@@ -6,7 +6,8 @@ with T = g * g, and exactly `num_masked_tiles(T, ratio)` tiles masked per sample
 
 The selective scorer draws random masks, reconstructs, scores every tile by `L1 + (1 - SSIM_3x3)` with
 segment sums, averages the draws and keeps the top-k tiles: one pure function, no host code, so it can be
-jitted over batch-sharded images like a train step.
+jitted over batch-sharded images like a train step. Its window and SSIM scope default to this library's choice;
+`ssim_window="gaussian", ssim_scope="tile"` give the authors' scores (docs/selective_masking.md).
 """
 
 from __future__ import annotations
@@ -84,6 +85,46 @@ class TileGrid:
     """int[T] pixel count of each tile."""
     return np.bincount(self.tile_ids().ravel(), minlength=self.num_tiles)
 
+  def interior_tile_ids(self, margin: int) -> np.ndarray:
+    """int32[H, W] like `tile_ids`, but pixels closer than `margin` to their tile's edge get id `num_tiles`.
+
+    A window of `2 * margin + 1` px centred on an interior pixel stays inside the tile, so averaging a
+    full-image SSIM map over these pixels equals the SSIM of the tile crop with 'valid' windows.
+    """
+    ids = self.tile_ids()
+    for axis, bounds in ((0, self.row_bounds), (1, self.col_bounds)):
+      if margin and int(np.diff(bounds).min()) <= 2 * margin:
+        raise ConfigError(f"{self}: tiles of {int(np.diff(bounds).min())} px have no pixel {margin} px inside "
+                          f"their edges (a {2 * margin + 1} px window needs tiles of >= {2 * margin + 1} px)")
+      pos = np.arange(ids.shape[axis])
+      tile = np.searchsorted(bounds, pos, side="right") - 1
+      inside = (pos - bounds[tile] >= margin) & (bounds[tile + 1] - 1 - pos >= margin)
+      ids = np.where(np.expand_dims(inside, 1 - axis), ids, self.num_tiles)
+    return ids.astype(np.int32)
+
+
+# Which pixels' SSIM a tile's score averages. "image": one full-image map (reflect-padded), every pixel of the
+# tile, so windows at tile edges see one pixel of the neighbour. "tile": only pixels whose window lies inside the
+# tile, i.e. the SSIM of the tile crop with 'valid' windows, as the authors' code scores each cropped tile.
+SSIM_SCOPES: dict[str, Callable[[TileGrid, int], np.ndarray]] = {
+    "image": lambda grid, window: grid.tile_ids(),
+    "tile": lambda grid, window: grid.interior_tile_ids((window - 1) // 2),
+}
+# The 3x3 window: uniform, or the authors' pytorch_msssim Gaussian (sigma 1.5: taps 0.31 / 0.38 / 0.31).
+SSIM_WINDOWS = {"uniform": False, "gaussian": True}
+
+
+def ssim_scope_ids(grid: TileGrid, scope: str, window: int = 3) -> np.ndarray:
+  if scope not in SSIM_SCOPES:
+    raise ConfigError(f"selective.score_scope={scope!r}; expected one of {sorted(SSIM_SCOPES)}")
+  return SSIM_SCOPES[scope](grid, window)
+
+
+def ssim_window_is_gaussian(kind: str) -> bool:
+  if kind not in SSIM_WINDOWS:
+    raise ConfigError(f"selective.score_window={kind!r}; expected one of {sorted(SSIM_WINDOWS)}")
+  return SSIM_WINDOWS[kind]
+
 
 def _top_k_mask(scores: jax.Array, k: int) -> jax.Array:
   """bool[B, T] marking exactly k highest scores per row (ties go to the lower tile index)."""
@@ -114,30 +155,37 @@ def apply_tile_mask(image: jax.Array, tile_mask: jax.Array, tile_ids: jax.Array,
 
 
 def per_tile_scores(pred: jax.Array, target: jax.Array, tile_ids: jax.Array, num_tiles: int, *,
-                    max_val: float = 1.0) -> jax.Array:
-  """float[B, T]: mean over each tile's pixels of `L1 + (1 - SSIM)`, both averaged over channels.
+                    max_val: float = 1.0, ssim_tile_ids: jax.Array | None = None,
+                    gaussian: bool = False) -> jax.Array:
+  """float[B, T]: per tile, mean L1 over its pixels + (1 - mean SSIM over its `ssim_tile_ids` pixels).
 
-  SSIM uses a uniform 3x3 window with reflect padding so the map is full-size and every pixel (including tile
-  borders) belongs to exactly one tile; windows at tile edges see one pixel of the neighbouring tile.
-  Reduced with `jax.ops.segment_sum`, no loop over tiles.
+  Both terms are averaged over channels. SSIM uses a 3x3 window (uniform, or Gaussian sigma 1.5 with
+  `gaussian=True`) with reflect padding, so the map is full-size. `ssim_tile_ids` (default `tile_ids`) says
+  which pixels' SSIM count for which tile; id `num_tiles` drops a pixel (see `SSIM_SCOPES`). Reduced with
+  `jax.ops.segment_sum`, no loop over tiles.
   """
   pred, target = jnp.asarray(pred, jnp.float32), jnp.asarray(target, jnp.float32)
   b, h, w, _ = pred.shape
-  per_pixel = jnp.abs(pred - target).mean(-1)
-  per_pixel += 1.0 - ssim_map(pred, target, window=3, gaussian=False, max_val=max_val, padding="reflect").mean(-1)
-  ids = jnp.asarray(tile_ids).reshape(h * w)
-  # vmapped over the batch, the scatter keeps B as a batch dimension, so batch-sharded scores stay sharded
-  # without an explicit out_sharding (Explicit mesh axes still need `jax.set_mesh` around the call).
-  tile_sum = lambda values: jax.ops.segment_sum(values, ids, num_segments=num_tiles)
-  sums = jax.vmap(tile_sum)(per_pixel.reshape(b, h * w))  # [B, T]
-  counts = tile_sum(jnp.ones((h * w,), jnp.float32))
-  return sums / jnp.maximum(counts, 1.0)
+  l1_map = jnp.abs(pred - target).mean(-1)
+  ssim_px = ssim_map(pred, target, window=3, gaussian=gaussian, max_val=max_val, padding="reflect").mean(-1)
+
+  def tile_mean(values, ids):
+    # vmapped over the batch, the scatter keeps B as a batch dimension, so batch-sharded scores stay sharded
+    # without an explicit out_sharding (Explicit mesh axes still need `jax.set_mesh` around the call).
+    ids = jnp.asarray(ids).reshape(h * w)
+    tile_sum = lambda v: jax.ops.segment_sum(v, ids, num_segments=num_tiles + 1)[:num_tiles]
+    sums = jax.vmap(tile_sum)(values.reshape(b, h * w))  # [B, T]
+    return sums / jnp.maximum(tile_sum(jnp.ones((h * w,), jnp.float32)), 1.0)
+
+  ssim_ids = tile_ids if ssim_tile_ids is None else ssim_tile_ids
+  return tile_mean(l1_map, tile_ids) + 1.0 - tile_mean(ssim_px, ssim_ids)
 
 
 def make_selective_scorer(apply_fn: Callable[[Any, jax.Array], jax.Array], grid: TileGrid, *, num_draws: int = 5,
                           ratio: float = 0.5, fill_color: Any, max_val: float = 1.0,
                           to_score_space: Callable[[jax.Array], jax.Array] | None = None,
-                          sequential_draws: bool = False) -> Callable[..., tuple[jax.Array, jax.Array]]:
+                          sequential_draws: bool = False, ssim_window: str = "uniform",
+                          ssim_scope: str = "image") -> Callable[..., tuple[jax.Array, jax.Array]]:
   """Builds `score(state, images, rng) -> (tile_mask bool[B, T], mean_scores float[B, T])`.
 
   For each image: `num_draws` random masks (ratio `ratio`), each reconstructed by `apply_fn(state, masked)`
@@ -147,12 +195,16 @@ def make_selective_scorer(apply_fn: Callable[[Any, jax.Array], jax.Array], grid:
   `sequential_draws=True` instead runs one batch-sized call per draw with `lax.map`, for 1/num_draws of the
   activation memory. Masks depend only on (rng, batch position): a fixed rng gives fixed masks.
   `to_score_space` maps images and reconstructions to [0, max_val] before scoring (e.g. `x * std + mean` for
-  normalized images), because SSIM's luminance term assumes non-negative intensities.
+  normalized images), because SSIM's luminance term assumes non-negative intensities. `ssim_window`
+  (`SSIM_WINDOWS`) and `ssim_scope` (`SSIM_SCOPES`) pick the tile SSIM; the defaults are this library's,
+  "gaussian" + "tile" the authors' code.
   With Explicit mesh axes call it inside `jax.set_mesh(mesh)` (segment sums need the mesh to shard outputs).
   """
   if num_draws < 1:
     raise ConfigError(f"num_draws must be >= 1, got {num_draws!r}")
   tile_ids = grid.tile_ids()
+  ssim_ids = ssim_scope_ids(grid, ssim_scope)
+  gaussian = ssim_window_is_gaussian(ssim_window)
   num_tiles = grid.num_tiles
   k = num_masked_tiles(num_tiles, ratio)
 
@@ -167,7 +219,8 @@ def make_selective_scorer(apply_fn: Callable[[Any, jax.Array], jax.Array], grid:
       recon = apply_fn(state, apply_tile_mask(imgs, masks, tile_ids, fill_color))
       if to_score_space is not None:
         recon, imgs = to_score_space(recon), to_score_space(imgs)
-      return per_tile_scores(recon, imgs, tile_ids, num_tiles, max_val=max_val)
+      return per_tile_scores(recon, imgs, tile_ids, num_tiles, max_val=max_val, ssim_tile_ids=ssim_ids,
+                             gaussian=gaussian)
 
     if sequential_draws:
       scores = jax.lax.map(lambda m: score_draws(images, m), jnp.swapaxes(draws, 0, 1))  # [D, B, T]
