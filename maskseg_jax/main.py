@@ -61,6 +61,15 @@ def save_config(config, workdir: str) -> None:
     config_checks.write_config(config, workdir)
 
 
+def print_start(config, workdir: str) -> None:
+  """The run's short description (method, data, model, steps, overrides, workdir), process 0 only."""
+  import jax
+  from maskseg_jax import run_info
+  if jax.process_index() == 0:
+    print("\n".join(run_info.describe(config, workdir, run_info.command_line_overrides(_ARGV or sys.argv))),
+          flush=True)
+
+
 # ----------------------------------------------------------------------------------- one-line error messages
 
 def _config_arg(argv) -> str:
@@ -152,9 +161,11 @@ def main(argv) -> None:
   config_checks.check_workdir(workdir)  # before anything is written or built
   config_checks.check_run_folder(config, workdir)  # before config.json of an existing run is replaced
   save_config(config, workdir)
+  print_start(config, workdir)
   result = train.run(config, workdir)
   if result:
-    headline = {k: round(v, 4) for k, v in result.items() if k.count("/") == 1}
+    from maskseg_jax.metric_writer import headline_order
+    headline = {k: round(result[k], 4) for k in headline_order(result) if k.count("/") == 1}
     print(json.dumps({"workdir": workdir, **headline}))
 
 
