@@ -2,7 +2,12 @@
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
       [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
-      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
+      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit] [--palette=colors.json|txt] [--no-review]
+
+Beside the completed labels, `NEW_DIR/review/` gets a preview per file (image | input label | completed |
+filled pixels, with a legend), its report `<stem>.json` (pixels filled, method, mean confidence) and
+`report.csv` (every file, least confident first). Colour-coded (RGB) labels need `--palette`
+(`maskseg_jax/methods/lmae/color_labels.py`: colour -> class id) and are written back in the same colours.
 
 The protocol (which pixels are given, exact masking, tiles, several models) is in
 `maskseg_jax/methods/lmae/completion.py`; files and staging in `methods/lmae/label_folder.py`. Bad input: one
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from typing import Sequence
@@ -49,6 +55,11 @@ def run_main(argv: Sequence[str] | None = None) -> None:
                        "background classes, Background-First at the model's ratio)")
   ap.add_argument("--scale", default="train", choices=tuple(SCALES),
                   help="train: tiles at the run's training field of view (default); fit: whole file resized")
+  ap.add_argument("--palette", default="", help="colour -> class id file for RGB (colour-coded) labels: .json "
+                  "{\"<id>\": [r, g, b]} or .txt lines `id r g b [name]` / CVAT labelmap `name:r,g,b::`; outputs keep "
+                  "the colours")
+  ap.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
+                  help="write OUT/review/: a preview and a report per file and report.csv (default on)")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
   ap.add_argument("--unknown_value", type=int, default=None, help="label value of pixels to fill (default: "
                   f"the model's lmae.unknown_value, {DEFAULT_UNKNOWN}); 255 makes void the unknown marker")
@@ -57,7 +68,7 @@ def run_main(argv: Sequence[str] | None = None) -> None:
     reports = complete_folder(args.images, args.labels, args.out, args.model, method=args.method,
                               missing=args.missing, scale=args.scale, checkpoint=args.checkpoint,
                               unknown_value=args.unknown_value, radius=args.hybrid_radius,
-                              min_missing=args.min_missing)
+                              min_missing=args.min_missing, palette=args.palette, write_review=args.review)
   except MasksegError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -66,8 +77,11 @@ def run_main(argv: Sequence[str] | None = None) -> None:
     print(f"error: interrupted by {what}; nothing was written to {args.out} (partial outputs removed)",
           file=sys.stderr)
     sys.exit(EXIT_SIGNAL[type(e) if type(e) in EXIT_SIGNAL else KeyboardInterrupt])
+  confident = [r.mean_confidence for r in reports if r.mean_confidence is not None]
   print(json.dumps({"files": len(reports), "changed_pixels": sum(r.changed_pixels for r in reports),
-                    "method": args.method, "missing": args.missing}))
+                    "method": args.method, "missing": args.missing,
+                    "mean_confidence": round(sum(confident) / len(confident), 4) if confident else None,
+                    "review": os.path.join(args.out, "review") if args.review else None}))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ from maskseg_jax.errors import ConfigError
 from maskseg_jax.methods.lmae import fills
 from maskseg_jax.methods.lmae import inference as inf
 from maskseg_jax.methods.lmae import patch_masks as P
+from maskseg_jax.methods.lmae import review
 # The label codes and `--missing` choices (label_codes.py), re-exported: this module is the protocol's entry point.
 from maskseg_jax.methods.lmae.label_codes import (DEFAULT_IGNORE, DEFAULT_MISSING, DEFAULT_UNKNOWN,  # noqa: F401
                                                   MISSING, Codes, Missing, check_codes, check_values,
@@ -278,6 +279,7 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
     raise RuntimeError(f"internal error: {int((fillable & ~region).sum())} missing pixels of {name} were in no "
                        "masked patch; please report this")
   out = inf.compose(label, np.argmax(acc, axis=-1), region)
+  fields["confidence_map"] = review.confidence_map(acc, weight, region)  # NaN where the model did not fill
   if prefill is not None:
     out = inf.compose(out, prefill, fillable & ~region)
     fields["prefilled_fraction"] = float((fillable & ~region).sum() / max(int(fillable.sum()), 1))
@@ -335,6 +337,8 @@ def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.n
   near = fillable & fills.near_known(known, r)
   out = np.where(near, filled, out).astype(label.dtype)
   _check_given(out, label, fillable, name)
+  if "confidence_map" in fields:  # the fill's pixels carry no model confidence
+    fields["confidence_map"] = np.where(near, np.nan, fields["confidence_map"]).astype(np.float32)
   return out, dict(fields, method="hybrid", changed_pixels=int((out != label).sum()),
                    fill_fraction=float(near.sum() / max(int(fillable.sum()), 1)), radius=r)
 
