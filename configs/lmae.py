@@ -5,8 +5,11 @@
   python -m maskseg_jax.main --config=configs/lmae_voc.py --workdir=runs/lmae_voc_0.5            # the flagship (= voc)
   maskseg-complete --images=IMAGES --labels=LABELS --out=NEW_FOLDER --model=runs/lmae_synthetic
 
-arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v3|recipe_v2|recipe_v1][,<ratio>]`; ratio = the training mask ratio (default
-0.5; the completion command routes between runs trained at several ratios).
+arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v3|recipe_v2|recipe_v1][,dev|fit][,<ratio>]`; ratio = the
+training mask ratio (default 0.5; the completion command routes between runs trained at several ratios). `dev`
+trains on `train@fit` (4/5 of train) and evaluates on `train@dev` (the other 1/5, carved by sequence:
+data/splits.py), where every choice is made; `fit` trains on the same images and evaluates on `val`, the
+reported figure (never selected on).
   voc (default)  PASCAL VOC 2012, 21 classes, the paper's settings: EB8/DB6/ED1440/DD720 (250M parameters), patch
       16 at 224 input from random 448 crops, batch 24, Adam (b1 0.9) with coupled L2 1e-4, reduce-on-plateau
       0.8 / patience 5 (6 in optax) / threshold 1e-3 once per epoch (61 steps of the 1464 `train` images), 400
@@ -46,14 +49,14 @@ arg: comma-separated, any order: `<dataset>[,cpu|recipe|recipe_v3|recipe_v2|reci
       tables). Expect val PA-mIoU 0.566 BF / 0.619 random, global mIoU 0.716 / 0.789.
 """
 
-from maskseg_jax.config_base import base_config, parse_arg, refuse
+from maskseg_jax.config_base import PROTOCOLS, apply_protocol, base_config, parse_arg, refuse
 from maskseg_jax.methods.lmae.config import apply_lmae
 
 AXES = dict(dataset=("voc", "cityscapes", "synthetic", "camvid"),
-            size=("full", "cpu", "recipe", "recipe_v3", "recipe_v2", "recipe_v1"))
+            size=("full", "cpu", "recipe", "recipe_v3", "recipe_v2", "recipe_v1"), protocol=tuple(PROTOCOLS))
 ARGS = ("", "voc", "voc,0.6", "cityscapes", "cityscapes,0.6", "synthetic", "synthetic,0.75", "camvid", "camvid,cpu",
         "camvid,cpu,0.75", "camvid,recipe", "camvid,recipe,0.75", "camvid,recipe_v3", "camvid,recipe_v3,0.75",
-        "camvid,recipe_v2", "camvid,recipe_v2,0.75", "camvid,recipe_v1")
+        "camvid,recipe_v2", "camvid,recipe_v2,0.75", "camvid,recipe_v1", "camvid,recipe,dev", "camvid,recipe,fit")
 RECIPE_STEPS = 2200  # session 10: inside the 20-minute budget (recipe_v1..v3: 2400, 20.7-21.1 minutes alone)
 EARLIER_RECIPE_STEPS = 2400
 RECIPE_FILL_BLEND = 0.3  # chosen on val among 0.15 / 0.3 / 0.4 / 0.45 (README)
@@ -152,5 +155,6 @@ def get_config(arg: str | None = None):
   c = base_config()
   c.data.name = a["dataset"]
   DATASETS[a["dataset"]](c, a, ratio)
+  apply_protocol(c, a["protocol"])
   c.lock()
   return c

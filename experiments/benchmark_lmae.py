@@ -97,7 +97,7 @@ def completion_benchmark(args) -> dict:
         t = time.perf_counter()
         reports = label_folder.complete_folder(args.images, args.labels, os.path.join(tmp, run), completers,
                                            method=method, missing=args.missing, scale=args.scale,
-                                           log=lambda s: None)
+                                           num_classes=args.num_classes, log=lambda s: None)
         times.append(time.perf_counter() - t)
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
@@ -121,6 +121,8 @@ def main(argv=None) -> None:
   ap.add_argument("--model", action="append", default=[])
   ap.add_argument("--methods", default="model,nearest,geodesic")
   ap.add_argument("--missing", default="unknown_and_void")
+  ap.add_argument("--num_classes", type=int, default=None, help="--completion fills: the class count (default: "
+                  "--model's)")
   ap.add_argument("--scale", default="train")
   ap.add_argument("--size", default="cpu", choices=sorted(SIZES))
   ap.add_argument("--config", default="lmae", help="with --config_arg: the config file under configs/")

@@ -115,7 +115,7 @@ def write_degraded(source, out_dir: str, *, patch: int, fraction: float, to: int
 
 
 def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: dict, *,
-                      method: str = "model", min_missing: float = 0.0) -> dict:
+                      method: str = "model", min_missing: float = 0.0, num_classes: int | None = None) -> dict:
   """Completion of the degraded labels (L-MAE `models`, or the fill `method`) into `out_dir/labels` (+ `images`
   linking to the degraded ones); reused while the method, models, `min_missing` (the command's) and degradation
   settings are the same."""
@@ -135,7 +135,7 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
   t = time.perf_counter()
   reports = label_folder.complete_folder(os.path.join(degraded, "images"), os.path.join(degraded, "labels"),
                                      os.path.join(out_dir, "labels"), models, method=method,
-                                     min_missing=min_missing, log=lines.append)
+                                     min_missing=min_missing, num_classes=num_classes, log=lines.append)
   routed = {}
   for r in reports:
     if r.ratio is not None:
@@ -356,7 +356,8 @@ def main(argv=None) -> dict:
       specs = lmae_specs(args, ratios, lmae_root, lmae_runs)
       c = complete_degraded(folders["degraded"], folders[labels], specs, degrade, min_missing=args.min_missing)
     else:
-      c = complete_degraded(folders["degraded"], folders[labels], [], degrade, method=labels)
+      c = complete_degraded(folders["degraded"], folders[labels], [], degrade, method=labels,
+                            num_classes=int(dc.num_classes))
     c.update(changed_accuracy(train_src, os.path.join(folders["degraded"], "labels"),
                               os.path.join(folders[labels], "labels"), int(dc.num_classes)))
     completions[labels] = c

@@ -146,7 +146,7 @@ def build_methods(args, num_classes: int) -> dict:
                                               min_missing=f)
   for m in wanted:
     if m in fills.FILLS:
-      out[m] = completion.pair_completer(m, missing="unknown")
+      out[m] = completion.pair_completer(m, missing="unknown", num_classes=num_classes)
   return out
 
 

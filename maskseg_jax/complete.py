@@ -2,7 +2,8 @@
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
       [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
-      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit] [--palette=colors.json|txt] [--no-review]
+      [--missing=unknown_and_void|unknown|paper] [--scale=train|fit] [--num_classes=N]
+      [--palette=colors.json|txt] [--no-review]
 
 Beside the completed labels, `NEW_DIR/review/` gets a preview per file (image | input label | completed |
 filled pixels, with a legend), its report `<stem>.json` (pixels filled, method, mean confidence) and
@@ -61,6 +62,9 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   ap.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
                   help="write OUT/review/: a preview and a report per file and report.csv (default on)")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
+  ap.add_argument("--num_classes", type=int, default=None,
+                  help="fills: the class count label values are checked against (default: --model's run); a "
+                       "value that is no class, void or the unknown marker is refused, as with the model")
   ap.add_argument("--unknown_value", type=int, default=None, help="label value of pixels to fill (default: "
                   f"the model's lmae.unknown_value, {DEFAULT_UNKNOWN}); 255 makes void the unknown marker")
   args = ap.parse_args(argv)
@@ -68,7 +72,8 @@ def run_main(argv: Sequence[str] | None = None) -> None:
     reports = complete_folder(args.images, args.labels, args.out, args.model, method=args.method,
                               missing=args.missing, scale=args.scale, checkpoint=args.checkpoint,
                               unknown_value=args.unknown_value, radius=args.hybrid_radius,
-                              min_missing=args.min_missing, palette=args.palette, write_review=args.review)
+                              min_missing=args.min_missing, num_classes=args.num_classes,
+                              palette=args.palette, write_review=args.review)
   except MasksegError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.ignore_label = 255
   d.train_split = "train"      # ImageSets name, or a split file listing `image_path label_path` pairs
   d.val_split = "val"
+  d.dev_fraction = 0.2         # share of a split that `<split>@dev` holds (`<split>@fit` is the rest)
   d.val_name = ""              # "": val from data.name; else another reader (relabelled train folder, val on camvid)
   d.val_root = ""              # root of val_name's dataset ("": that reader's default, e.g. ../shared/data/camvid)
   d.label_dir = ""             # VOC layout: label folder to use ("": SegmentationClass, else SegmentationClassAug)
@@ -141,6 +142,17 @@ def parse_arg(arg: str | None, family: str, axes: dict, number: str = "") -> dic
     out[number] = picked.get(number)
   out["given"] = set(picked)
   return out
+
+
+# The selection protocol, a config-arg axis: `dev` trains on `train@fit` and evaluates on `train@dev` (where every
+# choice is made); `fit` trains on the same images and evaluates on `val` (reported, never selected on).
+PROTOCOLS = {"train": ("train", "val"), "dev": ("train@fit", "train@dev"), "fit": ("train@fit", "val")}
+
+
+def apply_protocol(config: ml_collections.ConfigDict, protocol: str) -> None:
+  """Sets data.train_split / data.val_split for a protocol of `PROTOCOLS` (the `train` default keeps them)."""
+  if protocol != "train":
+    config.data.train_split, config.data.val_split = PROTOCOLS[protocol]
 
 
 def refuse(family: str, arg: str | None, what: str) -> None:

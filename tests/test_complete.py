@@ -240,7 +240,8 @@ def test_given_pixel_guard_raises_not_asserts(tmp_path, run_dir, monkeypatch):
   with pytest.raises(RuntimeError, match="changed .* given pixels"):
     label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lambda s: None)
   with pytest.raises(RuntimeError, match="changed .* given pixels"):
-    label_folder.complete_folder(images, labels, str(tmp_path / "out2"), method="nearest", log=lambda s: None)
+    label_folder.complete_folder(images, labels, str(tmp_path / "out2"), method="nearest", num_classes=N,
+                                 log=lambda s: None)
 
 
 def test_ratio_flag_warns_when_the_run_was_trained_at_another(tmp_path, run_dir):
@@ -257,7 +258,7 @@ def test_ratio_flag_warns_when_the_run_was_trained_at_another(tmp_path, run_dir)
 def test_fill_methods_need_no_model(tmp_path, method, capsys):
   images, labels, given = write_pairs(tmp_path, n=2, void=True)
   complete.run_main(["--images", images, "--labels", labels, "--out", str(tmp_path / "out"),
-                     f"--method={method}"])
+                     f"--method={method}", f"--num_classes={N}"])
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert printed["files"] == 2 and printed["method"] == method
   for stem, label in given.items():
@@ -267,6 +268,26 @@ def test_fill_methods_need_no_model(tmp_path, method, capsys):
     missing = (label == 254) | (label == 255)
     np.testing.assert_array_equal(out[~missing], label[~missing])
     assert set(np.unique(out[missing])) <= set(np.unique(label[~missing]))  # copied from given classes
+
+
+@pytest.mark.parametrize("method", ["nearest", "geodesic"])
+def test_fills_refuse_what_the_model_refuses(tmp_path, run_dir, method, capsys):
+  """A fill checks label values like the model path: a value that is no class, void or the unknown marker (200
+  here, without --unknown_value) is refused in one line naming the file, and nothing is written; without a
+  class count (no --num_classes, no --model) the fill refuses to guess."""
+  images, labels, given = write_pairs(tmp_path, n=1, box=None)
+  label = given["im0"].copy()
+  label[4:9, 5:12] = 200
+  fixtures._save_label(os.path.join(labels, "im0.png"), label, True)
+  for extra in ([f"--num_classes={N}"], [f"--model={run_dir}"]):
+    out = tmp_path / f"out_{len(extra[0])}"
+    with pytest.raises(SystemExit) as e:
+      complete.run_main(["--images", images, "--labels", labels, "--out", str(out), f"--method={method}", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and not out.exists()
+    assert "im0.png has values [200]" in err[0] and f"expected class ids 0..{N - 1}" in err[0]
+  with pytest.raises(ConfigError, match=f"--method={method} needs the number of classes"):
+    completion.pair_completer(method)
 
 
 def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_path, run_dir):
@@ -279,7 +300,7 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
   c = completers[0]
   assert completion.hybrid_radius(c, label.shape, "train") == pytest.approx(0.5 * 8 * 40 / 32)  # 40 px window
   model, _ = completion.pair_completer("model", completers)(image, label, name="im0")
-  fill, _ = completion.pair_completer("geodesic")(image, label, name="im0")
+  fill, _ = completion.pair_completer("geodesic", num_classes=N)(image, label, name="im0")
   missing = (label == 254) | (label == 255)
   for radius in (2.0, 6.0):
     out, report = completion.pair_completer("hybrid", completers, radius=radius)(image, label, name="im0")
@@ -433,7 +454,7 @@ def test_later_run_removes_partial_folders_of_dead_runs_only(tmp_path):
     d.mkdir(parents=True)
     (d / "im0.png").write_bytes(b"half")
   lines = []
-  label_folder.complete_folder(images, labels, str(out), method="nearest", log=lines.append)
+  label_folder.complete_folder(images, labels, str(out), method="nearest", num_classes=N, log=lines.append)
   assert sorted(os.listdir(out)) == sorted(["im0.png", live.name])
   assert sum("left by an interrupted completion" in line for line in lines) == 2
 
@@ -446,7 +467,7 @@ def test_sigterm_removes_the_partial_folder(tmp_path):
   out = tmp_path / "out"
   env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
   proc = subprocess.Popen([sys.executable, "-m", "maskseg_jax.complete", f"--images={images}",
-                           f"--labels={labels}", f"--out={out}", "--method=geodesic"], env=env,
+                           f"--labels={labels}", f"--out={out}", "--method=geodesic", f"--num_classes={N}"], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 120
   while time.time() < deadline and not (out.is_dir() and any(f.name.startswith(".maskseg") for f in out.iterdir())

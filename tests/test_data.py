@@ -452,3 +452,43 @@ def test_make_split_files(tmp_path):
   if os.path.isdir(CAMVID):
     cam = splits.make_split_files(L.CamVidSource("", "train"), seed=0, out_dir=tmp_path / "camvid")
     assert [sum(1 for _ in open(p)) for p, _ in cam.values()] == [23, 46, 92]
+
+
+def test_dev_split_carves_each_sequence_head_disjoint_and_deterministic():
+  """Few sequences: the first frames of each sequence (a contiguous block) go to dev; fit is the rest;
+  the carving depends on the ids only (order of the list does not matter), and both sides are non-empty."""
+  ids = [f"seqA_{i:05d}" for i in range(10)] + [f"seqB_{i:05d}" for i in range(20)]
+  fit, dev = splits.carve_dev(ids, 0.2)
+  assert [ids[i] for i in dev] == [f"seqA_{i:05d}" for i in range(2)] + [f"seqB_{i:05d}" for i in range(4)]
+  assert set(fit).isdisjoint(dev) and sorted([*fit, *dev]) == list(range(30))
+  shuffled = list(np.random.default_rng(0).permutation(ids))
+  f2, d2 = splits.carve_dev(shuffled, 0.2)
+  assert sorted(shuffled[i] for i in d2) == sorted(ids[i] for i in dev)
+  # Many sequences: whole sequences go to dev, evenly spaced, so no sequence straddles the two sides.
+  many = [f"city_{s:03d}_{f:02d}" for s in range(40) for f in range(3)]
+  fit, dev = splits.carve_dev(many, 0.25)
+  dev_seqs = {splits.sequence_of(many[i]) for i in dev}
+  assert len(dev_seqs) == 10 and dev_seqs.isdisjoint(splits.sequence_of(many[i]) for i in fit)
+  with pytest.raises(ConfigError, match="dev_fraction=1.5"):
+    splits.carve_dev(ids, 1.5)
+  with pytest.raises(DataError, match="leaves one side empty"):
+    splits.carve_dev(["a_1", "b_1"], 0.2)
+
+
+def test_dev_and_fit_splits_through_build_source(voc):
+  d = _data_config(name="voc", root=voc["root"], num_classes=21)
+  train = S.build_source(d, "trainval")
+  fit, dev = S.build_source(d, "trainval@fit"), S.build_source(d, "trainval@dev")
+  fit_ids, dev_ids = ({s.id_of(i) for i in range(len(s))} for s in (fit, dev))
+  assert len(fit) + len(dev) == len(train) and fit_ids.isdisjoint(dev_ids) and dev_ids
+  assert len(S.build_source(d, "trainval@fit[0:2]")) == 2
+  with pytest.raises(ConfigError, match="@tset"):
+    S.build_source(d, "trainval@tset")
+  from maskseg_jax.config_base import load_config
+  c = load_config("lmae", "camvid,recipe,dev")
+  assert (c.data.train_split, c.data.val_split) == ("train@fit", "train@dev")
+  assert load_config("lmae", "camvid,recipe,fit").data.val_split == "val"
+  if os.path.isdir(CAMVID):  # CamVid: 73 of 367 train images, the first frames of each of its 3 sequences
+    cam = L.CamVidSource("", "train")
+    fit, dev = splits.carve_dev([cam.id_of(i) for i in range(len(cam))], 0.2)
+    assert len(dev) == 73 and cam.id_of(int(dev[0])) == "0001TP_006690"

@@ -36,23 +36,28 @@ SOURCES: dict[str, type] = {
     "tfds": TFDSSource,
 }
 
-_SLICE = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
+# `train`, `train[a:b]`, `train@dev`, `train@fit[a:b]`: a split, optionally its dev/fit part, optionally a slice.
+_SPLIT = re.compile(r"^(?P<base>[^\[\]@]+)(?:@(?P<part>\w+))?(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
 
 def build_source(data_config, split: str) -> Source:
-  """The source `data.name` for `split` (a split name or file; `name[a:b]` takes a slice of it)."""
+  """The source `data.name` for `split`: a split name or file; `name@dev` / `name@fit` its development split
+  and the rest (`data.dev_fraction`, carved by sequence: data/splits.py); `[a:b]` takes a slice of it."""
   name = data_config.name
   if name not in SOURCES:
     raise ConfigError(f"unknown data.name {name!r}; known: {sorted(SOURCES)}")
   if not 0 <= int(data_config.ignore_label) <= 255:
     raise ConfigError(f"data.ignore_label={data_config.ignore_label} must fit in uint8 labels (0..255)")
-  m = _SLICE.match(split)
+  m = _SPLIT.match(split)
   base = m.group("base") if m else split
   source = SOURCES[name].from_config(data_config, base)
   if source.num_classes != data_config.num_classes:
     raise ConfigError(f"data.num_classes={data_config.num_classes} but {name} has {source.num_classes} "
                       f"classes; set --config.data.num_classes={source.num_classes}")
-  if m:
+  if m and m.group("part"):
+    from maskseg_jax.data.splits import dev_part
+    source = dev_part(source, m.group("part"), float(data_config.get("dev_fraction", 0.2)))
+  if m and (m.group("start") is not None or m.group("stop") is not None):
     start = int(m.group("start")) if m.group("start") else None
     stop = int(m.group("stop")) if m.group("stop") else None
     source = SubsetSource(source, range(len(source))[start:stop])

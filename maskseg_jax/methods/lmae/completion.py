@@ -348,11 +348,12 @@ MODEL_METHODS = ("model", "hybrid")  # the methods that need a trained L-MAE
 
 def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing: str = DEFAULT_MISSING,
                    scale: str = "train", unknown_value: int | None = None, radius: float = 0.0,
-                   min_missing: float = 0.0) -> Callable:
+                   min_missing: float = 0.0, num_classes: int | None = None) -> Callable:
   """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
   pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
 
-  method 'model' needs loaded Completers (`resolve_models`); a fill (`fills.FILLS`) needs none.
+  method 'model' needs loaded Completers (`resolve_models`); a fill (`fills.FILLS`) needs none, but the class
+  count (`num_classes`), so that it refuses the label values the model path refuses (`check_values`).
   """
   if method not in METHODS:
     raise ConfigError(f"--method={method!r} is unknown; expected one of {', '.join(METHODS)}")
@@ -370,7 +371,11 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
                                scale=scale, radius=radius, min_missing=min_missing)
     return functools.partial(complete_label, list(completers), unknown_value=unknown_value, missing=missing,
                              scale=scale, min_missing=min_missing)
-  codes = Codes(None, unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
+  if num_classes is None:
+    raise ConfigError(f"--method={method} needs the number of classes to check every label value (values that "
+                      "are no class, void or the unknown marker are refused, as with the model): pass "
+                      "--num_classes=N, or --model=RUN to take it from a run")
+  codes = Codes(int(num_classes), unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
   check_codes(codes)
   return functools.partial(fill_label, method, codes=codes, missing=missing)
 

@@ -22,9 +22,10 @@ from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
 from maskseg_jax.methods.lmae.completion import (DEFAULT_IGNORE, DEFAULT_MISSING, DEFAULT_UNKNOWN, METHODS,
-                                               MISSING, MODEL_METHODS, SCALES, make_completer, pair_completer)
+                                               MISSING, MODEL_METHODS, SCALES, Completer, make_completer,
+                                               pair_completer)
 from maskseg_jax.methods.lmae import color_labels, review
-from maskseg_jax.methods.lmae.runs import resolve_models
+from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
 
 PARTIAL_PREFIX = ".maskseg_partial_"
@@ -209,17 +210,26 @@ def _describe(r: FileReport) -> str:
   return f"{r.name}: {r.changed_pixels} pixels changed ({how}{conf})"
 
 
+def fill_class_count(model) -> int:
+  """The class count of a `--model` spec (a Completer or a run folder), read without loading weights."""
+  if isinstance(model, Completer):
+    return model.num_classes
+  return int(read_run_config(parse_model_spec(model)[1]).data.num_classes)
+
+
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
                     method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
                     checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
-                    min_missing: float = 0.0, palette: str = "", write_review: bool = True,
-                    log: Callable[[str], None] = print) -> list[FileReport]:
+                    min_missing: float = 0.0, num_classes: int | None = None, palette: str = "",
+                    write_review: bool = True, log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
-  models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (only for
-  method='model'). palette: a colour -> class id file for RGB labels (`color_labels`), written back in the same
-  colours. write_review: a preview and a report per file in `out_dir/review/` (`review.py`). Nothing is
-  written unless every output name is free and every pair succeeds; no input file is ever written.
+  models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (the model
+  methods; a fill takes only the class count from the first). num_classes: the class count a fill checks
+  label values against (default: the first model's). palette: a colour -> class id file for RGB labels
+  (`color_labels`), written back in the same colours. write_review: a preview and a report per file in
+  `out_dir/review/` (`review.py`). Nothing is written unless every output name is free and every pair
+  succeeds; no input file is ever written.
   """
   for what, value, allowed in (("method", method, METHODS), ("missing", missing, tuple(MISSING)),
                                ("scale", scale, tuple(SCALES))):
@@ -240,13 +250,14 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
     if os.path.exists(path):
       raise DataError(f"output file {path} already exists; refusing to overwrite it (choose a new output "
                       "folder)")
-  if method in MODEL_METHODS:
-    completers = resolve_models(models, checkpoint, log)
-  elif models:
-    log(f"note: --method={method} uses no model; ignoring --model")
-  run = pair_completer(method, completers if method in MODEL_METHODS else (), missing=missing, scale=scale,
-                       unknown_value=unknown_value, radius=radius, min_missing=min_missing)
-  codes = completers[0].codes(unknown_value) if method in MODEL_METHODS else None
+  completers = resolve_models(models, checkpoint, log) if method in MODEL_METHODS else ()
+  if method not in MODEL_METHODS and num_classes is None and models:
+    num_classes = fill_class_count(models[0])
+    log(f"note: --method={method} uses no model; checking label values against the {num_classes} classes of "
+        f"--model's run")
+  run = pair_completer(method, completers, missing=missing, scale=scale, unknown_value=unknown_value,
+                       radius=radius, min_missing=min_missing, num_classes=num_classes)
+  codes = completers[0].codes(unknown_value) if completers else None
   shown_unknown = codes.unknown_value if codes else (DEFAULT_UNKNOWN if unknown_value is None else unknown_value)
   shown_void = codes.ignore_label if codes else DEFAULT_IGNORE
   remove_stale_partials(out_dir, log)
