@@ -60,8 +60,12 @@ def review_paths(out_dir: str, stem: str) -> tuple[str, str]:
 
 
 def _shown(x: np.ndarray, side: int, label: bool) -> np.ndarray:
+  """`x` with its longest side at most `side` (small files enlarged by a whole factor to at least side / 2, so
+  titles and pixels stay readable)."""
   h, w = x.shape[:2]
   scale = min(1.0, side / max(h, w))
+  if max(h, w) < side // 2:
+    scale = float(-(-(side // 2) // max(h, w)))
   if scale == 1.0:
     return x
   size = (max(1, round(h * scale)), max(1, round(w * scale)))
