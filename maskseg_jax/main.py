@@ -2,7 +2,10 @@
 
   python -m maskseg_jax.main --config=configs/<name>.py[:arg] [--workdir=DIR] [--config.train.steps=N ...]
 
-`config.mode` picks train (default), eval or predict (and method modes such as `complete` for L-MAE).
+`config.mode` picks train (default), eval or predict (and method modes such as `complete` for L-MAE); a
+segmenter's predict writes label maps of the val split, or of your own images with
+`--config.predict.images=DIR` (`maskseg_jax/methods/predict_folder.py`). A run prints what it runs (method, data,
+model, steps, the command line's overrides) and its workdir first.
 Without --workdir a fresh folder `runs/<config name>[_<arg>]_<timestamp>` is made; the resolved config is
 saved there as config.json, and rerunning with the same --workdir resumes from its latest checkpoint (a run
 folder is only resumed by a config of the same method and model shapes).

@@ -33,8 +33,9 @@ def _fmt(value) -> str:
 
 def describe(config, workdir: str, overrides: Sequence[str] = ()) -> list[str]:
   """-> lines such as
-  `run: lmae, mode train | data synthetic (6 classes) | model lmae tiny patch_size 8 image_size 64x64 | 600 steps, batch 16, adam lr 0.001, seed 0`,
-  `lmae: mask_ratio 0.5`, `overrides: --config.train.steps=3` and `workdir: runs/...`."""
+  `run: lmae, mode train | data synthetic (6 classes) | model lmae tiny patch_size 8 image_size 64x64 |
+  600 steps, batch 16, adam lr 0.001, seed 0` (one line), `lmae: mask_ratio 0.5`,
+  `overrides: --config.train.steps=3` and `workdir: runs/...`."""
   d, m, o = config.data, config.model, config.optim
   fields = MODEL_FIELDS.get(m.name, SEGMENTER_FIELDS)
   model = " ".join([m.name] + [f"{k} {_fmt(m[k])}" if k != "size" else str(m[k])

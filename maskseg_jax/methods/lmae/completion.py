@@ -45,8 +45,10 @@ fills those pixels in the output), and the model completes the patches that are 
 `--method=nearest|geodesic` (`maskseg_jax.methods.lmae.fills`, no model): the unknown pixels take the label of the nearest
 (Euclidean / colour-geodesic) given class pixel, so a user can compare fills and the model on their own folder.
 
-Files: palette PNGs are written back with their palette, grayscale as grayscale; nothing is ever overwritten;
-the output folder may not be, or lie inside, an input folder. Outputs are staged in a hidden
+Files: palette PNGs are written back with their palette, grayscale as grayscale, colour (RGB) labels read and
+written through a `--palette` file (`color_labels.py`); `OUT/review/` holds a preview and a report per file
+(pixels filled, method, the model's mean confidence on them) and report.csv (`review.py`); nothing is ever
+overwritten; the output folder may not be, or lie inside, an input folder. Outputs are staged in a hidden
 `.maskseg_partial_<pid>_*` folder and moved into place only when every pair succeeded; SIGTERM and Ctrl-C remove
 it (exit 143 / 130, nothing written), and a later run into the same folder removes partial folders left by a
 killed run (its process no longer alive). Bad input: one `error: ...` line, exit 2.
@@ -351,6 +353,7 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
                    min_missing: float = 0.0, num_classes: int | None = None) -> Callable:
   """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
   pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
+  The model methods' fields include `confidence_map` (float32[H,W], NaN where the model filled nothing).
 
   method 'model' needs loaded Completers (`resolve_models`); a fill (`fills.FILLS`) needs none, but the class
   count (`num_classes`), so that it refuses the label values the model path refuses (`check_values`).

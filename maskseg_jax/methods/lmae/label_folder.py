@@ -1,5 +1,6 @@
-"""Completing a folder of label files: pairing, PNG read/write (palette kept), staging so nothing is
-overwritten or left half-written, interruption clean-up, and `config.mode=complete`.
+"""Completing a folder of label files: pairing, PNG read/write (palette, grayscale or colour codes kept), the
+review files beside the outputs (`review.py`), staging so nothing is overwritten or left half-written,
+interruption clean-up, and `config.mode=complete`.
 """
 
 from __future__ import annotations
