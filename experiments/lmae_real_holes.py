@@ -12,7 +12,8 @@ Each method then completes the damaged label through the completion command's ow
 (`completion.pair_completer`, `--missing=unknown`: only the holes are filled, void stays void; the model tiles
 the file at its training field of view and fills from bilinear logits at file resolution):
   model    each `--model=RUN` (or `RATIO=RUN,RATIO=RUN2` for one routed set, as `maskseg-complete --model`)
-           is its own row, rebuilt from the run's config.json by build_lmae; with `--min_missing=0,F`
+           is its own row, rebuilt from the run's config.json by build_lmae (`auto` rows: the command's
+           default, one per `--auto_rule`); with `--min_missing=0,F`
            also a row `model@F:RUN` per value (the command's `--min_missing`: only patches at least F
            missing are masked, the others pre-filled by the geodesic fill);
   fills    every `fills.FILLS` entry (nearest, geodesic), no model.
@@ -122,6 +123,20 @@ def min_missing_values(args) -> list[float]:
   return values
 
 
+def auto_rule(text: str):
+  """'thin_px=8,edge_ratio=1.5' -> a hole_routes.HoleRule (unset fields keep their defaults)."""
+  import dataclasses
+  from maskseg_jax.methods.lmae import hole_routes
+  fields = {f.name for f in dataclasses.fields(hole_routes.HoleRule)}
+  values = {}
+  for item in filter(None, text.split(",")):
+    key, _, value = item.partition("=")
+    if key not in fields:
+      raise SystemExit(f"--auto_rule {text}: {key!r} is not a HoleRule field; expected some of {sorted(fields)}")
+    values[key] = float(value)
+  return hole_routes.HoleRule(**values)
+
+
 def build_methods(args, num_classes: int) -> dict:
   """name -> per-pair completion function (completion.pair_completer), models first, then fills."""
   from maskseg_jax.methods.lmae import completion, runs
@@ -137,7 +152,14 @@ def build_methods(args, num_classes: int) -> dict:
     if completers[0].num_classes != num_classes:
       raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
                        f"{num_classes}")
-    for method in model_methods:  # model:RUN, hybrid:RUN; model@F:RUN with --min_missing F > 0
+    for method in model_methods:  # model:RUN, hybrid:RUN; model@F:RUN with --min_missing F > 0; auto:RUN
+      if method == "auto":
+        for text in args.auto_rule or [""]:
+          rule = auto_rule(text)
+          name = model_name(spec).replace("model", f"auto[{text}]" if text else "auto", 1)
+          out[name] = completion.pair_completer("auto", completers, missing="unknown", scale=args.scale,
+                                                rule=rule)
+        continue
       for f in min_missing_values(args):
         kind = method if f == 0 else f"{method}@{f:g}"
         name = model_name(spec).replace("model", kind, 1)
@@ -241,6 +263,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--scale", default="train", help="completion --scale for the model (train|fit)")
   ap.add_argument("--min_missing", default="0", help="completion --min_missing for model/hybrid rows, comma "
                   "list: one row per value (F > 0 rows are named model@F:RUN)")
+  ap.add_argument("--auto_rule", action="append", default=[], metavar="thin_px=P,edge_ratio=R",
+                  help="auto rows: one per rule (default: the command's rule, hole_routes.HoleRule)")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
   ap.add_argument("--tiny", action="store_true", help=f"smoke test: {TINY_LIMIT} images")
   ap.add_argument("--results", default="", help="write the markdown (command on top) to this file")

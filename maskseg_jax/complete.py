@@ -1,7 +1,7 @@
 """`maskseg-complete`: complete a folder of broken labels with a trained L-MAE or a non-learned fill.
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
-      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
+      [--method=auto|model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
       [--missing=unknown_and_void|unknown|paper] [--scale=train|fit] [--num_classes=N]
       [--palette=colors.json|txt] [--no-review]
 
@@ -25,7 +25,8 @@ import sys
 from typing import Sequence
 
 from maskseg_jax.errors import MasksegError
-from maskseg_jax.methods.lmae.completion import DEFAULT_MISSING, DEFAULT_UNKNOWN, METHODS, MISSING, SCALES
+from maskseg_jax.methods.lmae.completion import (AUTO_MIN_MISSING, DEFAULT_METHOD, DEFAULT_MISSING, DEFAULT_UNKNOWN,
+                                                 METHODS, MISSING, SCALES)
 from maskseg_jax.methods.lmae.label_folder import Terminated, complete_folder
 
 
@@ -36,21 +37,24 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   """Console script `maskseg-complete`; bad input prints `error: ...` and exits 2 (SIGTERM 143, Ctrl-C 130)."""
   ap = argparse.ArgumentParser(prog="maskseg-complete", description=__doc__.split("\n")[0])
   ap.add_argument("--images", required=True, help="folder of images (.jpg/.jpeg/.png)")
-  ap.add_argument("--labels", required=True, help="folder of <image stem>.png labels (palette or grayscale)")
+  ap.add_argument("--labels", required=True, help="folder of <image stem>.png labels (palette, grayscale, or colour "
+                  "with --palette)")
   ap.add_argument("--out", required=True, help="folder for the completed labels (new, outside the inputs)")
   ap.add_argument("--model", action="append", default=[],
                   help="trained L-MAE workdir, optionally RATIO=WORKDIR (default ratio: its lmae.mask_ratio); "
                        "repeat for several ratios (one model per ratio); needed by --method=model")
-  ap.add_argument("--method", default="model", choices=METHODS,
-                  help="model (L-MAE, default), hybrid (geodesic fill near given pixels, the model elsewhere; "
-                       "this project's extension) or a non-learned fill (no model needed)")
+  ap.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS,
+                  help="auto (default; this project's extension: each hole by its shape, thin gaps the nearest "
+                       "fill, missing objects the model, blobs the hybrid), model (L-MAE on every hole), hybrid "
+                       "(geodesic fill near given pixels, the model elsewhere; this project's extension) or a "
+                       "non-learned fill (no model needed)")
   ap.add_argument("--hybrid_radius", type=float, default=0.0,
                   help="hybrid: missing pixels within this many file pixels of a given class pixel take the fill "
                        "(default 0: half a model patch at the tile scale)")
-  ap.add_argument("--min_missing", type=float, default=0.0,
-                  help="model/hybrid: mask a patch only when at least this fraction of its pixels is missing; "
-                       "the other missing pixels are pre-filled by the geodesic fill (default 0: any; this "
-                       "project's extension)")
+  ap.add_argument("--min_missing", type=float, default=None,
+                  help="model/hybrid/auto: mask a patch only when at least this fraction of its pixels is "
+                       "missing (auto: of a blob's); the other missing pixels are pre-filled by a fill (default: "
+                       f"{AUTO_MIN_MISSING:g} for auto, 0 = any for model and hybrid; this project's extension)")
   ap.add_argument("--missing", default=DEFAULT_MISSING, choices=tuple(MISSING),
                   help="pixels to fill: unknown_and_void (default), unknown (void is given), paper (also "
                        "background classes, Background-First at the model's ratio)")

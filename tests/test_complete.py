@@ -90,7 +90,8 @@ def spy(c: completion.Completer, calls: list) -> completion.Completer:
 def test_completion_palette_given_pixels_unknown_and_counts(tmp_path, run_dir):
   images, labels, given = write_pairs(tmp_path)
   lines = []
-  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
+  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], method="model",
+                                         log=lines.append)
   assert [r.name for r in reports] == ["im0.png", "im1.png", "im2.png"]
   for r in reports:
     with Image.open(r.out_path) as im:
@@ -132,7 +133,8 @@ def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path,
   c = spy(runs.load_completer(run_dir, log=lambda s: None), calls := [])
   box = (slice(9, 13), slice(10, 14))
   images, labels, given = write_pairs(tmp_path, n=1, size=(32, 40), box=box)
-  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], method="model",
+                                     log=lambda s: None)
   [(force, k, mask)] = calls
   # The 32x40 file is one tile padded to the 40x40 field of view: the patches its 4x4 box maps to, no others.
   px = np.zeros((40, 40), bool)
@@ -211,7 +213,8 @@ def test_one_compile_per_bucket(tmp_path, run_dir):
     label = given[f"im{i}"].copy()
     label[1:1 + h, 1:1 + w] = 254
     fixtures._save_label(os.path.join(labels, f"im{i}.png"), label, True)
-  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], log=lambda s: None)
+  reports = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], method="model",
+                                         log=lambda s: None)
   used = {round(r.masked_fraction * 16) for r in reports}
   assert len(used) == 2 and sorted(c.traces) == sorted(16 - m for m in used)  # compiled once per bucket
   assert reports[3].masked_fraction == 15 / 16 and not (read(reports[3].out_path) == 254).any()
@@ -522,7 +525,7 @@ BAD_CASES = {
                                "pass --unknown_value=254"]),
     "fill_with_paper_missing": (lambda t, r, i, l: {"model": [], "extra": ["--method=nearest", "--missing=paper"]},
                                 ["--missing=paper", "--method=nearest needs"]),
-    "model_method_without_model": (lambda t, r, i, l: {"model": []}, ["--method=model needs a trained L-MAE"]),
+    "model_method_without_model": (lambda t, r, i, l: {"model": []}, ["--method=auto needs a trained L-MAE"]),
 }
 
 
@@ -561,10 +564,84 @@ def test_completion_benchmark_reports_images_per_second(tmp_path, run_dir):
   import benchmark_lmae
   images, labels, _ = write_pairs(tmp_path, n=2)
   args = benchmark_lmae.argparse.Namespace(images=images, labels=labels, model=[run_dir],
-                                           methods="model,nearest", missing="unknown_and_void", scale="train")
+                                           methods="model,nearest", missing="unknown_and_void", scale="train",
+                                           num_classes=None)
   out = benchmark_lmae.completion_benchmark(args)
   rows = {r["method"]: r for r in out["results"]}
   assert set(rows) == {"model", "nearest"} and rows["model"]["compiles"] == 1
   for r in rows.values():
     assert r["files"] == 2 and r["images_per_s"] > 0 and r["changed_pixels"] == 2 * 120
   assert json.dumps(out)
+
+
+# --- auto: each hole by its shape ---------------------------------------------------------------------------
+def _three_holes():
+  """64x64: class 1 left / class 2 right (image dark / bright); a 2-px band on the class boundary (thin), a
+  20x20 square whose outline is an edge of the image (a missing object), a 24x22 hole in a flat area (a blob)."""
+  label = np.where(np.arange(64)[None, :] < 32, 1, 2).repeat(64, 0).astype(np.uint8)
+  image = np.where(label[..., None] == 1, 20, 200).repeat(3, -1).astype(np.uint8)
+  image[34:54, 4:24] = 120
+  label[0:16, 31:33] = 254
+  label[34:54, 4:24] = 254
+  label[38:62, 38:60] = 254
+  return image, label
+
+
+def test_hole_routes_by_thickness_and_outline_edges():
+  from maskseg_jax.methods.lmae import hole_routes as H
+  image, label = _three_holes()
+  routes = H.route_pixels(label == 254, image)
+  assert (routes[0:16, 31:33] == H.THIN).all() and (routes[34:54, 4:24] == H.OBJECT).all()
+  assert (routes[38:62, 38:60] == H.BLOB).all() and (routes[label != 254] == 0).all()
+  _, f = H.hole_features(label == 254, image)
+  assert sorted(f["area"].tolist()) == [32, 400, 528] and f["edge"].min() == 0.0  # the blob's outline is flat
+  # The rule's thresholds decide: no hole is thin below a thickness of 0.5, every thick one a blob at ratio inf.
+  strict = H.route_pixels(label == 254, image, H.HoleRule(thin_px=0.5, edge_ratio=np.inf))
+  assert set(np.unique(strict[label == 254])) == {H.BLOB}
+
+
+def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
+  """auto = nearest fill on the thin band, the model (class 3) inside the object, on the blob the geodesic fill
+  within the radius of given pixels and the model deeper in; given pixels kept; one model pass."""
+  from maskseg_jax.methods.lmae import fills
+  image, label = _three_holes()
+  c = dataclasses.replace(stub_completer(3, calls := []), window=(64, 64))
+  out, report = completion.pair_completer("auto", [c], missing="unknown", scale="fit")(image, label, name="x")
+  known = label != 254
+  nearest = fills.nearest_fill(label, known)
+  np.testing.assert_array_equal(out[0:16, 31:33], nearest[0:16, 31:33])
+  assert (out[0:16, 31] == 1).all() and (out[0:16, 32] == 2).all()
+  assert (out[38:50, 8:20] == 3).all()                       # the object's inside: the model's class
+  r = completion.hybrid_radius(c, label.shape, "fit")
+  near = (label == 254) & (ndimage_distance(known) <= r)
+  assert (out[near & (np.arange(64)[None, :] >= 38)] == 2).all()  # the blob's rim: the fill (class 2 around)
+  assert (out[49:52, 49:52] == 3).all()                      # deep inside, in a patch mostly missing: the model
+  np.testing.assert_array_equal(out[known], label[known])
+  assert len(calls) == 1 and report["method"] == "auto"
+  assert sum(report["hole_routes"].values()) == pytest.approx(1.0)
+  assert report["hole_routes"]["object"] == pytest.approx(400 / 960)
+  # The object's patches are masked whole; the thin band's never (it reaches the model pre-filled).
+  [(mask, fed, force)] = calls
+  assert force.reshape(4, 4)[2:, :2].all() and not force.reshape(4, 4)[0, 1:3].any()
+  assert (fed[0:8, 15:17] != 255).all()
+
+
+def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
+  """experiments/lmae_select.py: each variant is an eval of a scratch copy (the run folder is never written);
+  the run's own settings reproduce its eval; an evaluation-time change (the fill blend) changes the score."""
+  sys.path.insert(0, os.path.join(fixtures.REPO, "experiments"))
+  import lmae_select
+  before = {f: os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)}
+  name, overrides = lmae_select.parse_variant("blend=lmae.fill_blend=0.9;lmae.mirror_average=False")
+  assert (name, overrides) == ("blend", {"lmae.fill_blend": 0.9, "lmae.mirror_average": False})
+  results = lmae_select.select([run_dir], "val", [("as_trained", {}), ("again", {}), (name, overrides)],
+                               tiny_config())
+  assert results["as_trained"] == results["again"] and results["blend"] != results["as_trained"]
+  s = results["as_trained"][0]
+  assert s["score"] == pytest.approx((s["val/margin_pa_miou"] + s["val_random/margin_pa_miou"]) / 2)
+  assert s["val/margin_pa_miou"] == pytest.approx(s["val/pa_miou"] - s["val/best_fill_pa_miou"])
+  lines = lmae_select.table(results, [run_dir])
+  assert len(lines) == 5 and lines[0].startswith("| variant")
+  assert {f: os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)} == before
+  with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
+    lmae_select.parse_variant("nokey")

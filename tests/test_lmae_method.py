@@ -260,3 +260,27 @@ def test_degrade_label_removes_half_of_the_foreground_tiles():
   tiles = [(out[y:y + 16, x:x + 16] == 3).all() for y in (0, 16) for x in (16, 32)]
   assert sum(tiles) == 2 and out[0, 0] == 255
   assert set(np.unique(out[:, 16:])) == {0, 3} and ((out == 3) <= (label == 3)).all()
+
+
+def test_train_transform_rescale_and_colour_jitter_are_opt_in():
+  """Defaults (scale_range (1, 1), no jitter) draw exactly what crop + resize + flip draw (older runs
+  reproduce); a rescale below the crop pads the label with ignore; the jitter changes the image, not the label."""
+  from maskseg_jax.data import transforms as T
+  from maskseg_jax.methods.lmae.task import LMAETrainTransform
+  c = config_base.load_config("lmae", "synthetic")
+  ex = SyntheticSource(1, (40, 48), 6, seed=0, split="train")[0]
+  plain = LMAETrainTransform(c.data, (32, 32))(ex, np.random.default_rng(3))
+  rng = np.random.default_rng(3)
+  image, label = T.random_crop_pad(ex["image"], ex["label"], rng, c.data.crop_size, ignore_label=255)
+  image, label = T.random_hflip(*T.resize(image, label, (32, 32)), rng)
+  np.testing.assert_array_equal(plain["label"], label)
+  np.testing.assert_allclose(plain["image"], T.normalize(image, c.data.mean, c.data.std))
+  c.unlock()
+  c.data.crop_size, c.data.scale_range = (40, 48), (0.5, 0.5)
+  small = LMAETrainTransform(c.data, (32, 32))(ex, np.random.default_rng(3))
+  assert (small["label"] == 255).mean() == pytest.approx(0.75, abs=0.05)  # a quarter of the crop is image
+  c.data.scale_range = (1.0, 1.0)
+  jit = LMAETrainTransform(c.data, (32, 32), color_jitter=0.4)(ex, np.random.default_rng(3))
+  ref = LMAETrainTransform(c.data, (32, 32))(ex, np.random.default_rng(3))
+  np.testing.assert_array_equal(jit["label"], ref["label"])
+  assert np.abs(jit["image"] - ref["image"]).mean() > 0.05

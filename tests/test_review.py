@@ -190,8 +190,8 @@ def test_model_completion_reports_its_mean_confidence(tmp_path):
   means = []
   for m in (0.0, 3.0):
     out = tmp_path / f"out{m}"
-    reports = label_folder.complete_folder(images, labels, str(out), [stub_completer(m)], palette=pal,
-                                           log=lambda msg: None)
+    reports = label_folder.complete_folder(images, labels, str(out), [stub_completer(m)], method="model",
+                                           palette=pal, log=lambda msg: None)
     inside = np.exp(m) / (np.exp(m) + N - 1)
     assert all(inside - 1e-6 <= r.mean_confidence <= 1.0 for r in reports)
     row = json.load(open(out / review.REVIEW_DIR / "im0.json"))
@@ -211,3 +211,24 @@ def test_preview_highlights_exactly_the_filled_pixels():
   filled = np.all(cell == visualize.palette()[1], axis=-1)
   np.testing.assert_array_equal(filled, out != label)
   assert (cell[~filled] == 70).all()  # the rest: the image dimmed
+
+
+@pytest.mark.parametrize("method", ["model", "hybrid", "auto"])
+def test_confidence_map_covers_exactly_the_pixels_the_model_filled(method):
+  """model: every missing pixel has a confidence; hybrid and auto: the pixels their fills took have none."""
+  src = SyntheticSource(1, (64, 64), N, seed=0, split="val")
+  image, label = src[0]["image"], src[0]["label"].copy()
+  label[20:44, 16:48] = 254
+  out, fields = completion.pair_completer(method, [stub_completer(2.0)])(image, label, name="x")
+  conf = fields["confidence_map"]
+  fillable = label == 254
+  finite = np.isfinite(conf)
+  assert not (finite & ~fillable).any() and ((conf[finite] > 0) & (conf[finite] <= 1)).all()
+  if method == "model":
+    np.testing.assert_array_equal(finite, fillable)
+  else:
+    assert 0 < finite.sum() < fillable.sum()
+    filled_by_fill = fillable & ~finite
+    fill = completion.pair_completer("geodesic", num_classes=N)(image, label, name="x")[0]
+    nearest = completion.pair_completer("nearest", num_classes=N)(image, label, name="x")[0]
+    assert ((out == fill) | (out == nearest))[filled_by_fill].all()  # those pixels are a fill's

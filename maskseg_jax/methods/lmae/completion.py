@@ -66,7 +66,7 @@ import numpy as np
 
 from maskseg_jax.data import transforms as T
 from maskseg_jax.errors import ConfigError
-from maskseg_jax.methods.lmae import fills
+from maskseg_jax.methods.lmae import fills, hole_routes
 from maskseg_jax.methods.lmae import inference as inf
 from maskseg_jax.methods.lmae import patch_masks as P
 from maskseg_jax.methods.lmae import review
@@ -177,9 +177,10 @@ SCALES: dict[str, Callable[[Completer, tuple[int, int]], tuple[int, int]]] = {
 }
 
 
-def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str, min_missing: float = 0.0) -> list[Tile]:
+def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str, min_missing: float = 0.0,
+               any_px: np.ndarray | None = None) -> list[Tile]:
   """The tiles of a file for model `c`, each with the patches its forced pixels make masked (any forced pixel,
-  or at least a `min_missing` fraction of the patch's pixels)."""
+  or at least a `min_missing` fraction of the patch's pixels), and those holding any `any_px` pixel."""
   hw = forced_px.shape
   window = SCALES[scale](c, hw)
   (ys, th), (xs, tw) = (inf.tile_starts(hw[i], window[i]) for i in (0, 1))
@@ -188,9 +189,13 @@ def plan_tiles(c: Completer, forced_px: np.ndarray, scale: str, min_missing: flo
   tiles = []
   for y0 in ys:
     for x0 in xs:
-      px = np.zeros((ph, pw), bool)
-      px[:th, :tw] = forced_px[y0:y0 + th, x0:x0 + tw]
-      tiles.append(Tile(y0, x0, th, tw, ph, pw, inf.patches_with(px, patch_of, c.num_patches, min_missing)))
+      force = np.zeros(c.num_patches, bool)
+      for pixels, fraction in ((forced_px, min_missing), (any_px, 0.0)):
+        if pixels is not None:
+          px = np.zeros((ph, pw), bool)
+          px[:th, :tw] = pixels[y0:y0 + th, x0:x0 + tw]
+          force |= inf.patches_with(px, patch_of, c.num_patches, fraction)
+      tiles.append(Tile(y0, x0, th, tw, ph, pw, force))
   return tiles
 
 
@@ -242,13 +247,16 @@ def _check_given(out: np.ndarray, label: np.ndarray, fillable: np.ndarray, name:
 
 def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
                    unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
-                   min_missing: float = 0.0, prefill: np.ndarray | None = None):
+                   min_missing: float = 0.0, prefill: np.ndarray | None = None,
+                   force: tuple[np.ndarray, np.ndarray] | None = None):
   """L-MAE completion of one uint8 label [H,W] given its uint8 image [H,W,3] -> (label, report fields).
 
   min_missing > 0 (this project's extension, `--min_missing`): a model patch is masked only when at least this
   fraction of its pixels is missing; in the patches left visible the missing pixels are pre-filled by the
   geodesic fill, which the model then reads as given labels and which fills them in the output. `prefill`: that
-  fill when the caller has it already (the hybrid), else it is computed here."""
+  fill when the caller has it already (the hybrid), else it is computed here. `force=(any_px, fraction_px)`
+  (the auto method): the patches holding an `any_px` pixel, or at least `min_missing` of `fraction_px`
+  pixels, are masked instead (every other missing pixel reaches the model pre-filled; `prefill` required)."""
   mode = MISSING[missing]
   if min_missing > 0 and not mode.exact:
     raise ConfigError(f"--min_missing={min_missing:g} needs --missing=unknown or unknown_and_void (the paper "
@@ -263,11 +271,14 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
   if not fillable.any():  # nothing to fill: reported as the smallest-ratio model, run on no tile
     first = completers[route([c.ratio for c in completers], [0.0] * len(completers))]
     return label.copy(), dict(fields, changed_pixels=0, ratio=first.ratio, masked_fraction=0.0, tiles=0)
-  plans = [plan_tiles(c, forced_px, scale, min_missing) for c in completers]
+  if force is not None and prefill is None:
+    raise ValueError("complete_label(force=...) needs the prefill of the missing pixels it leaves visible")
+  any_px, fraction_px = force if force is not None else (None, forced_px)
+  plans = [plan_tiles(c, fraction_px, scale, min_missing, any_px) for c in completers]
   needs = [max(int(t.force.sum()) for t in tiles) / c.num_patches for c, tiles in zip(completers, plans)]
   index = route([c.ratio for c in completers], needs if mode.exact else [background] * len(completers))
   c, tiles = completers[index], plans[index]
-  if min_missing <= 0:
+  if min_missing <= 0 and force is None:
     prefill = None
   elif prefill is None:
     prefill = fills.FILLS[PREFILL](label, codes[0].classes(label) & ~fillable, image)
@@ -345,12 +356,54 @@ def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.n
                    fill_fraction=float(near.sum() / max(int(fillable.sum()), 1)), radius=r)
 
 
-MODEL_METHODS = ("model", "hybrid")  # the methods that need a trained L-MAE
+AUTO_MIN_MISSING = 0.5  # auto: a blob's patch is masked when at least this much of it is missing (the hybrid's
+                        # --min_missing that won on blobs, experiments/results/lmae_real_holes.md)
+
+
+def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
+               unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
+               radius: float = 0.0, min_missing: float = AUTO_MIN_MISSING,
+               rule: hole_routes.HoleRule = hole_routes.HoleRule()):
+  """This project's extension (`--method=auto`, the default): each hole takes the completion that wins on its
+  shape (`hole_routes`): thin gaps the nearest fill; holes outlined by image edges (a missing object) the
+  model, their patches masked whole; other holes (blobs) the hybrid: the geodesic fill within `radius` of a
+  given pixel and in patches less than `min_missing` missing, the model elsewhere. One model pass serves every
+  hole: the missing pixels it leaves visible reach it pre-filled by their hole's fill."""
+  mode = MISSING[missing]
+  if not mode.exact:
+    raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=auto needs "
+                      "--missing=unknown or unknown_and_void")
+  codes = completers[0].codes(unknown_value)
+  check_codes(codes)
+  check_values(label, codes, name)
+  fillable = mode.fillable(label, codes)
+  known = codes.classes(label) & ~fillable
+  routes = hole_routes.route_pixels(fillable, image, rule)
+  nearest = inf.compose(label, fills.nearest_fill(label, known, image), fillable)
+  geodesic = inf.compose(label, fills.geodesic_fill(label, known, image), fillable)
+  prefill = np.where(routes == hole_routes.THIN, nearest, geodesic)
+  out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
+                               scale=scale, min_missing=min_missing, prefill=prefill,
+                               force=(routes == hole_routes.OBJECT, routes == hole_routes.BLOB))
+  r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
+  near_blob = (routes == hole_routes.BLOB) & fills.near_known(known, r)
+  filled_by_fill = (routes == hole_routes.THIN) | near_blob
+  out = np.where(filled_by_fill, prefill, out).astype(label.dtype)
+  _check_given(out, label, fillable, name)
+  if "confidence_map" in fields:  # the fills' pixels carry no model confidence
+    fields["confidence_map"] = np.where(filled_by_fill, np.nan, fields["confidence_map"]).astype(np.float32)
+  share = {route: float((routes == i + 1).sum() / max(int(fillable.sum()), 1))
+           for i, route in enumerate(hole_routes.ROUTES)}
+  return out, dict(fields, method="auto", changed_pixels=int((out != label).sum()), hole_routes=share, radius=r)
+
+
+MODEL_METHODS = ("auto", "model", "hybrid")  # the methods that need a trained L-MAE
 
 
 def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing: str = DEFAULT_MISSING,
                    scale: str = "train", unknown_value: int | None = None, radius: float = 0.0,
-                   min_missing: float = 0.0, num_classes: int | None = None) -> Callable:
+                   min_missing: float | None = None, num_classes: int | None = None,
+                   rule: hole_routes.HoleRule = hole_routes.HoleRule()) -> Callable:
   """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
   pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
   The model methods' fields include `confidence_map` (float32[H,W], NaN where the model filled nothing).
@@ -360,6 +413,8 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
   """
   if method not in METHODS:
     raise ConfigError(f"--method={method!r} is unknown; expected one of {', '.join(METHODS)}")
+  if min_missing is None:  # the method's own default
+    min_missing = AUTO_MIN_MISSING if method == "auto" else 0.0
   if method in MODEL_METHODS:
     if not completers:
       raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN")
@@ -367,13 +422,17 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
     if not 0.0 <= min_missing <= 1.0:
       raise ConfigError(f"--min_missing={min_missing}; expected a fraction of a patch's pixels in [0, 1] (0: "
                         "every patch holding a missing pixel is masked)")
+    if method in ("hybrid", "auto") and radius < 0:
+      raise ConfigError(f"--hybrid_radius={radius}; expected pixels >= 0 (0: half a model patch)")
     if method == "hybrid":
-      if radius < 0:
-        raise ConfigError(f"--hybrid_radius={radius}; expected pixels >= 0 (0: half a model patch)")
       return functools.partial(hybrid_label, list(completers), unknown_value=unknown_value, missing=missing,
                                scale=scale, radius=radius, min_missing=min_missing)
+    if method == "auto" and MISSING[missing].exact:
+      return functools.partial(auto_label, list(completers), unknown_value=unknown_value, missing=missing,
+                               scale=scale, radius=radius, min_missing=min_missing, rule=rule)
+    # model, or auto under --missing=paper (no holes to route: patches are masked at the model's ratio)
     return functools.partial(complete_label, list(completers), unknown_value=unknown_value, missing=missing,
-                             scale=scale, min_missing=min_missing)
+                             scale=scale, min_missing=min_missing if method == "model" else 0.0)
   if num_classes is None:
     raise ConfigError(f"--method={method} needs the number of classes to check every label value (values that "
                       "are no class, void or the unknown marker are refused, as with the model): pass "
@@ -384,3 +443,4 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
 
 
 METHODS = (*MODEL_METHODS, *fills.FILLS)
+DEFAULT_METHOD = "auto"

@@ -19,6 +19,7 @@ LMAE_DEFAULTS = dict(
     loss_region="masked",           # masked (MAE-style) | all
     train_mask_ratios=(),           # this project's extension: train at these ratios, an equal slice of each batch (eval: mask_ratio)
     lovasz_weight=0.0,              # this project's extension: + weight x Lovasz-softmax (an mIoU surrogate)
+    color_jitter=0.0,               # this project's extension: training colour jitter strength (0: off, the paper)
     eval_strategies=("background_first", "random"),  # first -> val/*, others -> val_<name>/*
     mirror_average=False,           # this project's extension: average with the mirrored input at eval/completion
     fill_blend=0.0,                 # this project's extension: mix a x one-hot(geodesic fill) into the softmax (eval/completion)
@@ -57,7 +58,7 @@ def apply_lmae(c, *, size: str, patch_size: int, image_size, mask_ratio: float, 
   m.refine_width = 0
   m.prior_skip = False
   c.data.eval_size = m.image_size   # evaluation runs on val images resized to the model input
-  c.data.scale_range = (1.0, 1.0)   # unused by the L-MAE transform (crop then resize)
+  c.data.scale_range = (1.0, 1.0)   # the paper: crop, resize; else a random rescale first (this project's extension)
   o = c.optim
   o.name = "adam"
   o.weight_decay = 1e-4

@@ -22,9 +22,9 @@ from PIL import Image
 from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae.completion import (DEFAULT_IGNORE, DEFAULT_MISSING, DEFAULT_UNKNOWN, METHODS,
-                                               MISSING, MODEL_METHODS, SCALES, Completer, make_completer,
-                                               pair_completer)
+from maskseg_jax.methods.lmae.completion import (DEFAULT_IGNORE, DEFAULT_METHOD, DEFAULT_MISSING,
+                                               DEFAULT_UNKNOWN, METHODS, MISSING, MODEL_METHODS, SCALES, Completer,
+                                               make_completer, pair_completer)
 from maskseg_jax.methods.lmae import color_labels, review
 from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
@@ -117,6 +117,7 @@ class FileReport:
   fill_fraction: float | None = None       # hybrid: missing pixels that took the fill (near a given pixel)
   radius: float | None = None              # hybrid: the radius used, file pixels
   prefilled_fraction: float | None = None  # --min_missing > 0: missing pixels of unmasked patches (the fill's)
+  hole_routes: dict | None = None          # auto: share of the missing pixels per hole route (thin/object/blob)
   mean_confidence: float | None = None     # model/hybrid: mean softmax probability of the pixels the model filled
   preview: str | None = None               # its review picture (OUT/review/<stem>.png), None with review off
   file_pixels: int = 0                     # height x width of the label
@@ -219,9 +220,9 @@ def fill_class_count(model) -> int:
 
 
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
-                    method: str = "model", missing: str = DEFAULT_MISSING, scale: str = "train",
+                    method: str = DEFAULT_METHOD, missing: str = DEFAULT_MISSING, scale: str = "train",
                     checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
-                    min_missing: float = 0.0, num_classes: int | None = None, palette: str = "",
+                    min_missing: float | None = None, num_classes: int | None = None, palette: str = "",
                     write_review: bool = True, log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
@@ -239,7 +240,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
   if method in MODEL_METHODS and not models:
     raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN (or --method=nearest|geodesic, "
                       "which need no model)")
-  if method != "model" and not MISSING[missing].exact:
+  if method not in ("model", "auto") and not MISSING[missing].exact:
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method={method} needs "
                       "--missing=unknown or unknown_and_void (or use --method=model)")
   check_out_dir(out_dir, images_dir, labels_dir)
@@ -292,7 +293,7 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
           staged += list(zip(files, review.review_paths(out_dir, stem)))
         log(_describe(report))
         reports.append(report)
-        if method == "model" and report.tiles:
+        if method in ("model", "auto") and report.tiles:
           trained = max(c.train_ratio for c in completers if c.ratio == report.ratio)
           if report.masked_fraction > trained + 1e-9:
             over.append((report.name, report.masked_fraction, trained))

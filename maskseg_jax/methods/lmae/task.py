@@ -22,6 +22,7 @@ from flax import nnx
 from maskseg_jax import optim
 from maskseg_jax.data import pipeline
 from maskseg_jax.data import transforms as T
+from maskseg_jax.data.strong_augment import color_jitter
 from maskseg_jax.data.views import ResizedSource
 from maskseg_jax.errors import ConfigError
 from maskseg_jax.losses import segmentation as seg_losses
@@ -39,13 +40,19 @@ WEIGHTINGS = ("paper", "none")
 
 
 class LMAETrainTransform:
-  """Random crop `crop_size` (pad: image 0, label ignore) -> resize to the model input -> hflip -> normalize.
+  """[rescale] -> random crop `crop_size` (pad: image 0, label ignore) -> resize to the model input -> hflip ->
+  [colour jitter] -> normalize.
 
   A class (not a closure) so it pickles into grain workers. The crop is taken before the resize, as the paper
-  does on VOC (448 crops shown to a 224 model).
+  does on VOC (448 crops shown to a 224 model). This project's extensions, off by default (= the paper): a
+  random rescale by U`data.scale_range` before the crop, and a colour jitter of strength `color_jitter`
+  (brightness, contrast and saturation by U[1 - s, 1 + s], hue by s / 5 of a turn), which change the image a
+  label is completed from, never the labels' classes.
   """
 
-  def __init__(self, data_config, image_size):
+  def __init__(self, data_config, image_size, color_jitter: float = 0.0):
+    self.scale_range = tuple(float(s) for s in data_config.get("scale_range", (1.0, 1.0)))
+    self.color_jitter = float(color_jitter)
     self.crop_size = tuple(int(s) for s in data_config.crop_size)
     self.image_size = tuple(int(s) for s in image_size)
     self.hflip = bool(data_config.hflip)
@@ -54,11 +61,14 @@ class LMAETrainTransform:
     self.ignore_label = int(data_config.ignore_label)
 
   def __call__(self, example, rng: np.random.Generator):
-    image, label = T.random_crop_pad(example["image"], example["label"], rng, self.crop_size,
-                                     ignore_label=self.ignore_label)
+    image, label = T.random_scale(example["image"], example["label"], rng, self.scale_range)  # (1, 1): no draw
+    image, label = T.random_crop_pad(image, label, rng, self.crop_size, ignore_label=self.ignore_label)
     image, label = T.resize(image, label, self.image_size)
     if self.hflip:
       image, label = T.random_hflip(image, label, rng)
+    if self.color_jitter > 0:
+      s = self.color_jitter
+      image = color_jitter(image, rng, brightness=s, contrast=s, saturation=s, hue=s / 5)
     return {"image": T.normalize(image, self.mean, self.std), "label": label.astype(np.int32)}
 
 
@@ -242,7 +252,7 @@ def build(config, mesh, workdir: str) -> base.Task:
 
   train_iter = pipeline.train_iterator(train_src, dc, config.seed, process_index=jax.process_index(),
                                        process_count=jax.process_count(),
-                                       transform=LMAETrainTransform(dc, (h, w)))
+                                       transform=LMAETrainTransform(dc, (h, w), lc.get("color_jitter", 0.0)))
   step = make_train_step(mdef, tx, optim.learning_rate(config.optim, config.train.steps), lc=lc,
                          model_config=mc, ignore_label=int(dc.ignore_label))
 
