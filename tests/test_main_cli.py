@@ -14,7 +14,8 @@ TINY = ["--config.data.synthetic.num_train=16", "--config.data.synthetic.num_val
 
 
 def run_cli(args, cwd):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+             PYTHONPATH=REPO)  # this checkout's package, whatever is installed
   return subprocess.run([sys.executable, "-m", "maskseg_jax.main", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=600)
 
