@@ -39,7 +39,8 @@ def test_lmae_colab_notebook_completes_labels(tmp_path, monkeypatch):
   assert summary["miou_vs_truth"]["changed_pixels"] > 0
   assert 0.0 <= summary["miou_vs_truth"]["completed"] <= 1.0
   assert any("image/png" in o.get("data", {}) for o in outputs if o.output_type == "display_data")
-  assert sorted(os.listdir(tmp_path / "work" / "completed")) == [f"scene_{i}.png" for i in range(8)] + ["review"]
+  completed = sorted(os.listdir(tmp_path / "work" / "completed"))
+  assert completed == sorted([f"scene_{i}.png" for i in range(8)] + ["review"])
   review = tmp_path / "work" / "completed" / "review"
   assert (review / "report.csv").is_file() and len(list(review.glob("*.png"))) == 8
   assert "mean confidence" in text and "run: lmae, mode train" in text

@@ -108,7 +108,7 @@ def test_unknown_colour_is_one_line_naming_file_colour_and_palette(tmp_path):
   assert "\n" not in msg and os.path.join(labels, "im0.png") in msg and str(small) in msg
   assert "has colour (" in msg and "does not list" in msg
   assert not (tmp_path / "out").exists()  # nothing written
-  with pytest.raises(DataError, match=r"is a colour \(RGB\) PNG; pass --palette=FILE"):
+  with pytest.raises(DataError, match=r"has pixel mode 'RGB' \(a colour PNG\); pass --palette=FILE"):
     label_folder.complete_folder(images, labels, str(tmp_path / "out"), method="geodesic", num_classes=N,
                                  log=lambda m: None)
 

@@ -79,15 +79,21 @@ class LabelEncoding:
 
 def read_label_png(path: str, colors: color_labels.ColorPalette | None = None) -> tuple[np.ndarray, LabelEncoding]:
   """(uint8 label values, how the file encodes them). RGB files need `colors` (a `--palette` file)."""
-  with Image.open(path) as im:
-    mode = im.mode
-    if mode in ("RGB", "RGBA"):
-      if colors is None:
-        raise DataError(f"label {path} is a colour (RGB) PNG; pass --palette=FILE mapping its colours to class "
-                        "ids (a .json or .txt file, see maskseg-complete --help), or save it as class ids")
-      return color_labels.decode(np.asarray(im.convert("RGB")), colors, path), LabelEncoding("RGB", colors=colors)
-    palette = im.getpalette() if mode == "P" else None
-    info = {k: im.info[k] for k in ("transparency",) if k in im.info}
+  try:
+    with Image.open(path) as im:
+      mode = im.mode
+      rgb = np.asarray(im.convert("RGB")) if mode in ("RGB", "RGBA") and colors is not None else None
+      palette = im.getpalette() if mode == "P" else None
+      info = {k: im.info[k] for k in ("transparency",) if k in im.info}
+  except (OSError, ValueError):  # unreadable or truncated: the label reader's error names the file and the fix
+    sources.read_label(path)
+    raise
+  if mode in ("RGB", "RGBA"):
+    if colors is None:
+      raise DataError(f"label {path} has pixel mode {mode!r} (a colour PNG); pass --palette=FILE mapping its "
+                      "colours to class ids (a .json or .txt file, see maskseg-complete --help), or save it as "
+                      "class ids")
+    return color_labels.decode(rgb, colors, path), LabelEncoding("RGB", colors=colors)
   return sources.read_label(path), LabelEncoding("P" if palette is not None else "L", palette, info)
 
 
