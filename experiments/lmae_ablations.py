@@ -2,16 +2,17 @@
 
   python experiments/lmae_ablations.py --workdir=runs/lmae_ablations --steps=800 \
       [--groups=ips,fuse,strategy,ratio,extensions] [--ratios=0.6,0.75] [--dataset=camvid|synthetic] \
-      [--config_arg=cpu|recipe|recipe_v3|recipe_v2|recipe_v1] [--seeds=0,1] [--results=experiments/results/lmae_ablations.md]
+      [--config_arg=cpu|recipe] [--set KEY=VALUE ...] [--variants=a,b] [--seeds=0,1] \
+      [--results=experiments/results/lmae_ablations.md]
 
-Every variant is configs/lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with one
-change, trained with the same steps, seeds and schedule; the config itself is the shared `baseline` row of
-every group. The `extensions` group (`EXTENSION_VARIANTS`, per recipe) switches this project's extensions off one
-at a time from `--config_arg=recipe` (progressive completion, the learning rate 4e-3 with clipping and Lovasz
-weight 3 back to recipe_v3's 3e-3 and 2, the learning rate 1e-3, Lovasz weight 1, mirror averaging, Lovasz, the
-wider ViT, the nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip` adds that
-one), or, from `recipe_v1` (the first recipe: prior + refinement head only), adds the ones
-measured on top of it (geodesic prior, Lovasz, wider ViT). With several `--seeds` every cell
+Every variant is lmae.py:<dataset> (camvid: `camvid,<--config_arg>`, `cpu` by default) with the `--set`
+overrides, then one change, trained with the same steps, seeds and schedule; that config itself is the shared
+`baseline` row of every group. The `extensions` group (`EXTENSION_VARIANTS`) switches this project's extensions
+off one at a time from `--config_arg=recipe` (progressive completion, the learning rate 4e-3 with clipping and
+Lovasz weight 3 back to 3e-3 and 2, the learning rate 1e-3, Lovasz weight 1, mirror averaging, Lovasz, the wider
+ViT, the nearest prior, the refinement head; all of them = the paper's tiny model; `prior_skip` adds that one);
+`--variants` names the group's variants instead, e.g. the ones measured on top of an earlier recipe given as
+`--set` overrides (experiments/results/lmae_recipe.md: geodesic prior, Lovasz, wider ViT). With several `--seeds` every cell
 is the mean over seeds (± half the range), and the non-learned fills scored on the same masks (identical in
 every run: the eval masks do not depend on the seed) are rows of their own, with the margin of each variant
 over the best fill. Each run is scored on val at its own training ratio with Background-First
@@ -39,7 +40,7 @@ GROUPS = ("ips", "fuse", "strategy", "ratio", "extensions")
 RESULT_FILE = "ablation.json"
 
 # The ViT sizes the variants switch between (a 0 takes the value of model.size, tiny).
-SESSION6_VIT = {"model.enc_depth": 3, "model.enc_dim": 0, "model.dec_depth": 2, "model.dec_dim": 128}
+VIT_3_2X128 = {"model.enc_depth": 3, "model.enc_dim": 0, "model.dec_depth": 2, "model.dec_dim": 128}
 SIZE_VIT = {"model.enc_depth": 0, "model.enc_dim": 0, "model.dec_depth": 0, "model.dec_dim": 0}
 
 # Each variant is the baseline plus these dotted overrides.
@@ -56,8 +57,8 @@ VARIANTS = {
     "no_extensions": {"model.prior": "none", "model.refine_width": 0},
     "geodesic_prior": {"model.prior": "geodesic"},
     "lovasz": {"lmae.lovasz_weight": 1.0},
-    "wider_vit": dict(SESSION6_VIT),
-    "lovasz_wider": {"lmae.lovasz_weight": 1.0, **SESSION6_VIT},
+    "wider_vit": dict(VIT_3_2X128),
+    "lovasz_wider": {"lmae.lovasz_weight": 1.0, **VIT_3_2X128},
     "lovasz_3": {"lmae.lovasz_weight": 3.0},
     "no_lovasz": {"lmae.lovasz_weight": 0.0},
     "tiny_vit": dict(SIZE_VIT),
@@ -67,18 +68,11 @@ VARIANTS = {
     "lr3e3_lovasz2": {"optim.lr": 3e-3, "lmae.lovasz_weight": 2.0},
     "lovasz_1": {"lmae.lovasz_weight": 1.0},
     "no_mirror": {"lmae.mirror_average": False},
-    "no_progressive": {"lmae.progressive_reveal": ()},
+    "progressive": {"lmae.progressive_reveal": (0.5, 0.8, 0.95)},
     "prior_skip": {"model.prior_skip": True},
 }
-EXTENSION_VARIANTS = {  # --config_arg -> the extensions group
-    "recipe": ["baseline", "no_progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip",
-               "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
-    "recipe_v3": ["baseline", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip", "wider_vit", "no_lovasz", "tiny_vit",
-                  "no_prior", "no_refine", "paper_model"],
-    "recipe_v2": ["baseline", "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"],
-    "recipe_v1": ["baseline", "geodesic_prior", "lovasz", "lovasz_3", "wider_vit", "lovasz_wider", "no_prior",
-                  "no_refine", "no_extensions"],
-}
+EXTENSION_VARIANTS = ["baseline", "progressive", "lr3e3_lovasz2", "lr_1e3", "lovasz_1", "no_mirror", "prior_skip",
+                      "wider_vit", "no_lovasz", "tiny_vit", "no_prior", "no_refine", "paper_model"]
 SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token": "learned mask token (no IPS)",
             "fuse_insert": "insert fuse (R,y,G,y,B,y)", "fuse_direct": "direct fuse (y/N channel)",
             "random_only": "Random only", "bf_only": "Background-First only", "lf_only": "Label-First only",
@@ -91,10 +85,10 @@ SETTINGS = {"baseline": "IPS, layer fuse, R:BF:LF 1:2:2, ratio 0.5", "mask_token
             "no_lovasz": "without the Lovasz term",
             "tiny_vit": "the cpu-size ViT (encoder 2 blocks, decoder 1 x 64)",
             "paper_model": "without every extension (the paper's tiny model)",
-            "lr_1e3": "learning rate 1e-3 without gradient clipping (recipe_v2's)",
-            "lr3e3_lovasz2": "learning rate 3e-3, Lovasz weight 2 (recipe_v3's, at the recipe's steps)",
-            "lovasz_1": "Lovasz weight 1 (recipe_v2's)", "no_mirror": "without mirror averaging",
-            "no_progressive": "without progressive completion (one pass)",
+            "lr_1e3": "learning rate 1e-3 without gradient clipping",
+            "lr3e3_lovasz2": "learning rate 3e-3, Lovasz weight 2",
+            "lovasz_1": "Lovasz weight 1", "no_mirror": "without mirror averaging",
+            "progressive": "with progressive completion (0.5, 0.8, 0.95)",
             "prior_skip": "+ the prior skip (learned logits at the prior's class)"}
 
 TINY = {  # smoke-test scale per dataset: a handful of items, 32 px model inputs
@@ -117,7 +111,8 @@ def variant_overrides(name: str) -> dict:
   return dict(VARIANTS[name])
 
 
-def group_variants(group: str, ratios, config_arg: str = "recipe") -> list[str]:
+def group_variants(group: str, ratios, variants=()) -> list[str]:
+  """The group's variants; `variants` replaces the extensions group's (`--variants`)."""
   if group == "ips":
     return ["baseline", "mask_token"]
   if group == "fuse":
@@ -127,7 +122,10 @@ def group_variants(group: str, ratios, config_arg: str = "recipe") -> list[str]:
   if group == "ratio":
     return [ratio_variant(r) for r in sorted(set([0.5, *ratios]))]
   if group == "extensions":
-    return list(EXTENSION_VARIANTS.get(config_arg, EXTENSION_VARIANTS["recipe"]))
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+      raise SystemExit(f"--variants: unknown variant(s) {unknown}; expected some of {sorted(VARIANTS)}")
+    return list(variants or EXTENSION_VARIANTS)
   raise SystemExit(f"unknown group {group!r}; expected some of {GROUPS}")
 
 
@@ -193,11 +191,11 @@ METRICS = (("val/pa_miou", "PA-mIoU BF"), ("val/miou", "mIoU BF"), ("val_random/
            ("val_random/miou", "mIoU random"))
 
 
-def setting_of(name: str, config_arg: str = "cpu") -> str:
+def setting_of(name: str, config_arg: str = "cpu", sets=()) -> str:
   if name.startswith("ratio_"):
     return f"mask ratio {name[len('ratio_'):]}"
-  if name == "baseline" and config_arg != "cpu":
-    return f"lmae.py:camvid,{config_arg}, ratio 0.5"
+  if name == "baseline" and (config_arg != "cpu" or sets):
+    return " + ".join([f"lmae.py:camvid,{config_arg}", *sets]) + ", ratio 0.5"
   return SETTINGS[name]
 
 
@@ -218,7 +216,7 @@ def fill_names(runs: dict) -> list[str]:
                 and k.count("/") == 2)
 
 
-def table(groups: dict, runs: dict, config_arg: str = "cpu") -> str:
+def table(groups: dict, runs: dict, config_arg: str = "cpu", sets=()) -> str:
   """`runs[name]` is the list of that variant's seeds; fills are shown once, below the variants."""
   first = next(r for seeds in runs.values() for r in seeds)["scalars"]
   margins = [m for m in MARGINS if m[0] in first]
@@ -227,7 +225,7 @@ def table(groups: dict, runs: dict, config_arg: str = "cpu") -> str:
   for group, names in groups.items():
     for name in names:
       seeds = runs[name]
-      cells = [group, name, setting_of(name, config_arg)]
+      cells = [group, name, setting_of(name, config_arg, sets)]
       if not seeds:
         lines.append("| " + " | ".join(cells + ["not run"] * (len(head) - 3)) + " |")
         continue
@@ -261,8 +259,10 @@ def main(argv=None) -> dict:
   ap.add_argument("--groups", default=",".join(GROUPS))
   ap.add_argument("--ratios", default="0.6,0.75", help="ratio group: ratios besides the baseline's 0.5")
   ap.add_argument("--dataset", default="camvid", choices=("camvid", "synthetic"))
-  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, configs/lmae.py:camvid,<cpu|recipe|recipe_v3|recipe_v2|recipe_v1>")
+  ap.add_argument("--config_arg", default="cpu", help="camvid: the size of the baseline, lmae.py:camvid,<cpu|recipe>")
   ap.add_argument("--seeds", default="0", help="comma-separated config seeds; every variant runs each")
+  ap.add_argument("--variants", default="", help="comma-separated variants of the extensions group (default: "
+                  "EXTENSION_VARIANTS, the recipe's)")
   ap.add_argument("--skip", default="", help="comma-separated variants to leave out of the groups (budget)")
   ap.add_argument("--table_only", action="store_true", help="train nothing: tabulate the finished runs")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -275,7 +275,8 @@ def main(argv=None) -> dict:
   setup_jax(args.xla_cache)
   ratios = [float(r) for r in args.ratios.split(",") if r]
   skip = set(args.skip.split(",")) - {""}
-  groups = {g: [v for v in group_variants(g, ratios, args.config_arg) if v not in skip]
+  variants = [v for v in args.variants.split(",") if v]
+  groups = {g: [v for v in group_variants(g, ratios, variants) if v not in skip]
             for g in args.groups.split(",") if g}
   extra = parse_sets(args.set)
   start = time.perf_counter()
@@ -292,7 +293,7 @@ def main(argv=None) -> dict:
           run = train_variant(config, os.path.join(args.workdir, folder), train_missing=not args.table_only)
           if run is not None:
             runs[name].append(run)
-  markdown = table(groups, runs, args.config_arg)
+  markdown = table(groups, runs, args.config_arg, args.set)
   command = " ".join(["python experiments/lmae_ablations.py"] + list(argv if argv is not None else sys.argv[1:]))
   report = {"command": command, "dataset": args.dataset, "steps": args.steps, "tiny": args.tiny, "groups": groups,
             "runs": runs, "seconds": time.perf_counter() - start, "markdown": markdown}

@@ -148,7 +148,7 @@ def build_methods(args, num_classes: int) -> dict:
   out = {}
   model_methods = [m for m in completion.MODEL_METHODS if m in wanted]
   for spec in args.model if model_methods else ():
-    completers = runs.resolve_models(spec.split(","), args.checkpoint, print)
+    completers = runs.resolve_models(spec.split(","), args.checkpoint, print, abl.parse_sets(args.model_set))
     if completers[0].num_classes != num_classes:
       raise SystemExit(f"--model={spec} predicts {completers[0].num_classes} classes; the data has "
                        f"{num_classes}")
@@ -265,6 +265,8 @@ def main(argv=None) -> dict:
                   "list: one row per value (F > 0 rows are named model@F:RUN)")
   ap.add_argument("--auto_rule", action="append", default=[], metavar="thin_px=P,edge_ratio=R",
                   help="auto rows: one per rule (default: the command's rule, hole_routes.HoleRule)")
+  ap.add_argument("--model_set", action="append", default=[], metavar="lmae.KEY=VALUE",
+                  help="evaluation-time setting replacing the runs' own (e.g. lmae.progressive_reveal=())")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
   ap.add_argument("--tiny", action="store_true", help=f"smoke test: {TINY_LIMIT} images")
   ap.add_argument("--results", default="", help="write the markdown (command on top) to this file")

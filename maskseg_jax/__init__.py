@@ -5,7 +5,8 @@ train/main/complete):
   main.py            command line entry point (absl + ml_collections config_flags)
   complete.py        the `maskseg-complete` command (its logic: methods/lmae/)
   train.py           the one training loop (mesh, data, state, restore, loop, eval, checkpoints)
-  config_base.py     the shared config schema every configs/*.py starts from, and the config-arg parser
+  config_base.py     the shared config schema every config file starts from, and the config-arg parser
+  configs/           the config files, one per method family (`--config=lmae.py:ARG` from any folder)
   methods/<method>/  everything one method owns: lmae/, semi_supervised/, selective_masking/, supervised/
   methods/           base.py (the Task contract), segmentation*.py (segmenter wiring shared by methods)
   models/            shared segmenters (ResNet, DeepLabV3+, U-Net, FCN), pure nnx.Modules

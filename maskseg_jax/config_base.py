@@ -12,6 +12,8 @@ import os
 
 import ml_collections
 
+from maskseg_jax import configs
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # 0..255 scale
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
@@ -170,11 +172,11 @@ def add_section(config: ml_collections.ConfigDict, name: str, **values) -> ml_co
   return config[name]
 
 
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+CONFIGS_DIR = configs.DIR  # the packaged config files
 
 
 def load_config(name: str, arg: str | None = None, overrides: dict | None = None) -> ml_collections.ConfigDict:
-  """`configs/<name>.py`'s `get_config(arg)` (name, `name.py` or a path), dotted overrides applied, locked.
+  """A config file's `get_config(arg)` (a packaged name, `name.py`, or a path), dotted overrides applied, locked.
 
   For scripts and tests that build configs in Python; the command line does the same through config_flags.
   """

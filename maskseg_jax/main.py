@@ -1,6 +1,10 @@
 """Command-line entry point.
 
-  python -m maskseg_jax.main --config=configs/<name>.py[:arg] [--workdir=DIR] [--config.train.steps=N ...]
+  maskseg --config=<name>.py[:arg] [--workdir=DIR] [--config.train.steps=N ...]   (= python -m maskseg_jax.main)
+  maskseg --list_configs                                                           (the packaged configs, their args)
+
+`--config` is a config file's path or the name of a packaged config (`maskseg_jax/configs/`: lmae.py, semi.py,
+selective.py, supervised.py, lmae_voc.py), so it works from any folder; in a checkout `configs/<name>.py` too.
 
 `config.mode` picks train (default), eval or predict (and method modes such as `complete` for L-MAE); a
 segmenter's predict writes label maps of the val split, or of your own images with
@@ -27,17 +31,20 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from maskseg_jax import configs
 from maskseg_jax.errors import ConfigError, MasksegError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:arg].", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A config file's path or a packaged config's name "
+                                          "(lmae.py, semi.py, ...), then [:arg].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (default: runs/<config>_<time>); reused to resume.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process on CPU/GPU).")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's id.")
 flags.DEFINE_bool("debug", False, "Show tracebacks of errors (also: environment MASKSEG_DEBUG=1).")
+_LIST = flags.DEFINE_bool("list_configs", False, "Print the packaged configs (path, documented args) and exit.")
 
-EXAMPLE = "e.g. --config=configs/supervised.py"
+EXAMPLE = "e.g. --config=supervised.py (--list_configs shows them all)"
 _ARGV: list[str] = []  # the command line as given, for naming the flag at fault
 
 
@@ -118,7 +125,7 @@ def _flag_error(e: flags.Error, argv) -> str:
 def _os_error(e: OSError, argv) -> str:
   text = str(e)
   if "Failed loading config file" in text or "earlier failure to load" in text:
-    return f"config file {_config_arg(argv) or '?'} not found or unreadable; expected a configs/*.py file, {EXAMPLE}"
+    return f"config file {_config_arg(argv) or '?'} not found or unreadable; expected a config file's path or a packaged config's name, {EXAMPLE}"
   return f"{e.filename or ''} {e.strerror or text.splitlines()[0]}".strip()
 
 
@@ -157,6 +164,9 @@ def main(argv) -> None:
     raise ConfigError(f"unexpected arguments {argv[1:]}; config values are set as --config.<section>.<key>=value")
   if not flags.FLAGS["verbosity"].present:  # Orbax logs every save at INFO; -v 0 brings it back
     logging.set_verbosity(logging.WARNING)
+  if _LIST.value:
+    print(configs.listing())
+    return
   config = loaded_config(_ARGV or sys.argv)
   init_distributed()
   from maskseg_jax import config_checks, train
@@ -177,9 +187,21 @@ def debugging(argv) -> bool:
       a in ("--debug", "--debug=true", "--debug=True", "--debug=1") for a in argv)
 
 
+def resolved_argv(argv) -> list[str]:
+  """`--config=NAME[:arg]` (or `--config NAME`) with a packaged config's name turned into its path."""
+  out = []
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      a = "--config=" + configs.resolve(a[len("--config="):])
+    elif i > 0 and argv[i - 1] == "--config":
+      a = configs.resolve(a)
+    out.append("--list_configs" if a == "--list-configs" else a)
+  return out
+
+
 def run_main(argv=None) -> None:
   """Console script `maskseg`: one line `error: ...` and exit code 2 for bad input instead of a traceback."""
-  argv = list(sys.argv if argv is None else argv)
+  argv = resolved_argv(sys.argv if argv is None else argv)
   _ARGV[:] = argv
   try:
     app.run(main, argv=argv, flags_parser=_parse_flags)

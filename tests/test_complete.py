@@ -590,14 +590,23 @@ def _three_holes():
 def test_hole_routes_by_thickness_and_outline_edges():
   from maskseg_jax.methods.lmae import hole_routes as H
   image, label = _three_holes()
-  routes = H.route_pixels(label == 254, image)
+  routes, holes = H.route_pixels(label == 254, image)
+  assert len(np.unique(holes[label == 254])) == 3 and (holes[label != 254] == 0).all()
   assert (routes[0:16, 31:33] == H.THIN).all() and (routes[34:54, 4:24] == H.OBJECT).all()
   assert (routes[38:62, 38:60] == H.BLOB).all() and (routes[label != 254] == 0).all()
   _, f = H.hole_features(label == 254, image)
   assert sorted(f["area"].tolist()) == [32, 400, 528] and f["edge"].min() == 0.0  # the blob's outline is flat
   # The rule's thresholds decide: no hole is thin below a thickness of 0.5, every thick one a blob at ratio inf.
-  strict = H.route_pixels(label == 254, image, H.HoleRule(thin_px=0.5, edge_ratio=np.inf))
+  strict, _ = H.route_pixels(label == 254, image, H.HoleRule(thin_px=0.5, edge_ratio=np.inf))
   assert set(np.unique(strict[label == 254])) == {H.BLOB}
+  band, _ = H.route_pixels(label == 254, image, H.HoleRule(min_elongation=100.0))  # too short to be a band:
+  assert (band[0:16, 31:33] == H.OBJECT).all()  # its outline is the image's edge, so an object candidate
+  # An object candidate stays one only where the model shows a class its rim lacks (rim: class 1 here).
+  known = label != 254
+  for predicted_class, expected in ((3, H.OBJECT), (1, H.BLOB)):
+    predicted = np.where(known, label, predicted_class)
+    confirmed = H.confirm_objects(routes, holes, predicted, label, known)
+    assert (confirmed[34:54, 4:24] == expected).all() and (confirmed[38:62, 38:60] == H.BLOB).all()
 
 
 def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
@@ -624,6 +633,10 @@ def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
   [(mask, fed, force)] = calls
   assert force.reshape(4, 4)[2:, :2].all() and not force.reshape(4, 4)[0, 1:3].any()
   assert (fed[0:8, 15:17] != 255).all()
+  # A model that puts the rim's own class into the object candidate: the hole is treated as a blob.
+  c1 = dataclasses.replace(stub_completer(1, []), window=(64, 64))
+  _, report = completion.pair_completer("auto", [c1], missing="unknown", scale="fit")(image, label, name="x")
+  assert report["hole_routes"]["object"] == 0 and report["hole_routes"]["blob"] == pytest.approx(928 / 960)
 
 
 def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
@@ -645,3 +658,16 @@ def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
   assert {f: os.path.getmtime(os.path.join(run_dir, f)) for f in os.listdir(run_dir)} == before
   with pytest.raises(SystemExit, match="NAME=KEY=VALUE"):
     lmae_select.parse_variant("nokey")
+
+
+def test_run_settings_override_is_evaluation_time_only(run_dir):
+  """Experiments score a run with other evaluation-time settings (lmae.*); fields that change the model, the
+  completion command's own fields and unknown names are refused in one line naming the key."""
+  config = runs.override_eval_settings(runs.read_run_config(run_dir), {"lmae.fill_blend": 0.5,
+                                                                      "lmae.progressive_reveal": ()})
+  assert config.lmae.fill_blend == 0.5 and tuple(config.lmae.progressive_reveal) == ()
+  for key in ("model.enc_dim", "lmae.complete_out", "lmae.no_such_field"):
+    with pytest.raises(ConfigError, match=f"run setting {key}="):
+      runs.override_eval_settings(runs.read_run_config(run_dir), {key: 1})
+  c = runs.load_completer(run_dir, log=lambda s: None, overrides={"lmae.mirror_average": True})
+  assert c.num_classes == N

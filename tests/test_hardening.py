@@ -65,7 +65,8 @@ CLI_CASES = {  # id -> (args given tmp_path, fragments of the error line)
                          ["--config.trian.steps=3", "unknown config key 'trian'", "did you mean 'train'?"]),
     "bad_value": (lambda t: [f"--config={CONFIG}", "--config.train.steps=abc"],
                   ["--config.train.steps=abc", "invalid literal for int()"]),
-    "missing_file": (lambda t: ["--config=missing.py"], ["config file missing.py not found", "configs/"]),
+    "missing_file": (lambda t: ["--config=missing.py"], ["config file missing.py not found",
+                                                         "a packaged config's name", "--list_configs"]),
     "syntax_error": (lambda t: [f"--config={_config_file(t, 'syntax', 'def get_config(arg=None):' + chr(10) + '  return 1 +' + chr(10))}"],
                      ["syntax.py has a syntax error at line 2"]),
     "get_config_raises": (lambda t: [f"--config={_config_file(t, 'raises', 'def get_config(arg=None):' + chr(10) + '  raise ValueError(arg)' + chr(10))}:xyz"],
@@ -74,7 +75,7 @@ CLI_CASES = {  # id -> (args given tmp_path, fragments of the error line)
                        ["lmae.py:camvid,abc", "'abc' is not an accepted value", "size: full|cpu|recipe"]),
     "get_config_returns_none": (lambda t: [f"--config={_config_file(t, 'none', 'def get_config(arg=None):' + chr(10) + '  pass' + chr(10))}"],
                                 ["none.py", "get_config() returned NoneType", "ConfigDict"]),
-    "no_config": (lambda t: [], ["--config is required", "e.g. --config=configs/"]),
+    "no_config": (lambda t: [], ["--config is required", "e.g. --config=supervised.py"]),
     "unknown_flag": (lambda t: [f"--config={CONFIG}", "--wokdir=x"], ["unknown flag --wokdir"]),
 }
 

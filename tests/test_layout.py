@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
+import importlib
 import itertools
 import os
 import pathlib
@@ -22,15 +22,17 @@ METHOD_FOLDERS = ("lmae", "semi_supervised", "selective_masking", "supervised")
 
 
 def _family(name):
-  spec = importlib.util.spec_from_file_location(f"family_{name}", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return importlib.import_module(f"maskseg_jax.configs.{name}")
 
 
-def test_one_config_file_per_family():
-  assert sorted(p.name for p in (REPO / "configs").glob("*.py")) == sorted([f"{f}.py" for f in FAMILIES] +
-                                                                          ["lmae_voc.py"])
+def test_one_config_file_per_family_packaged_and_reexported_by_the_checkout():
+  from maskseg_jax import configs
+  names = sorted([f"{f}.py" for f in FAMILIES] + ["lmae_voc.py"])
+  assert configs.names() == names
+  assert sorted(p.name for p in (REPO / "configs").glob("*.py")) == names
+  for name in names:  # the checkout's configs/ are one-line re-exports: one copy of each config only
+    assert len((REPO / "configs" / name).read_text().splitlines()) == 2
+    assert config_base.load_config(str(REPO / "configs" / name)).to_dict() == config_base.load_config(name).to_dict()
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -100,10 +102,11 @@ def test_imports_run_downward():
   for path in PACKAGE.rglob("*.py"):
     module, deps = _module(path), _imports(path)
     in_methods = module.startswith("maskseg_jax.methods")
+    above_methods = module in COMMANDS or module.startswith("maskseg_jax.configs.")  # configs pick method sections
     for dep in deps:
       if dep in COMMANDS and module not in COMMANDS:
         upward.append(f"{module} imports the command {dep}")
-      if dep.startswith("maskseg_jax.methods") and not (in_methods or module in COMMANDS) \
+      if dep.startswith("maskseg_jax.methods") and not (in_methods or above_methods) \
           and module != "maskseg_jax.methods":
         upward.append(f"{module} imports {dep} (below methods/)")
       for folder in METHOD_FOLDERS:

@@ -14,8 +14,9 @@ TINY = ["--config.data.synthetic.num_train=16", "--config.data.synthetic.num_val
 
 
 def run_cli(args, cwd):
+  # PYTHONPATH: the package of this checkout, whatever the cwd (the runs below start outside the checkout)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-             PYTHONPATH=REPO)  # this checkout's package, whatever is installed
+             PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
   return subprocess.run([sys.executable, "-m", "maskseg_jax.main", *args], cwd=cwd, env=env,
                         capture_output=True, text=True, timeout=600)
 
@@ -28,7 +29,7 @@ def test_unknown_config_key_names_the_key(tmp_path):
 
 def test_train_saves_config_and_resumes(tmp_path):
   work = tmp_path / "w"
-  base = [f"--config={REPO}/configs/supervised.py", f"--workdir={work}", *TINY]
+  base = ["--config=supervised.py", f"--workdir={work}", *TINY]  # the packaged config, run outside the checkout
   r = run_cli(base + ["--config.train.steps=2"], tmp_path)
   assert r.returncode == 0, r.stderr[-3000:]
   saved = json.load(open(work / "config.json"))
@@ -46,11 +47,28 @@ def test_train_saves_config_and_resumes(tmp_path):
 
 def test_default_workdir_under_runs(tmp_path):
   # An unknown mode fails right after the run folder is made, so this checks the naming without training.
-  r = run_cli([f"--config={REPO}/configs/supervised.py:synthetic,unet", "--config.mode=dance"], tmp_path)
+  r = run_cli(["--config", "supervised:synthetic,unet", "--config.mode=dance"], tmp_path)
   assert r.returncode == 2 and "config.mode='dance'" in r.stderr
   runs = os.listdir(tmp_path / "runs")
   assert len(runs) == 1 and runs[0].startswith("supervised_synthetic_unet_")
   assert json.load(open(tmp_path / "runs" / runs[0] / "config.json"))["mode"] == "dance"
+
+
+def test_packaged_configs_are_listed_and_a_file_in_the_cwd_wins(tmp_path):
+  r = run_cli(["--list-configs"], tmp_path)
+  assert r.returncode == 0, r.stderr[-3000:]
+  lines = r.stdout.splitlines()
+  assert [l.split()[0] for l in lines if not l.startswith(" ")] == [
+      "lmae.py", "lmae_voc.py", "selective.py", "semi.py", "supervised.py"]
+  lmae = lines.index(next(l for l in lines if l.startswith("lmae.py")))
+  assert lines[lmae].split()[1] == os.path.join(REPO, "maskseg_jax", "configs", "lmae.py")
+  assert "'camvid,recipe'" in lines[lmae + 1] and "'synthetic'" in lines[lmae + 1]
+  # A file of that name in the cwd is a path, and a path is used before a packaged name.
+  (tmp_path / "supervised.py").write_text("def get_config(arg=None):\n  raise ValueError('the local file')\n")
+  r = run_cli(["--config=supervised.py", "--config.mode=dance"], tmp_path)
+  assert r.returncode == 2 and "the local file" in r.stderr, r.stderr[-3000:]
+  r = run_cli(["--config=nosuch.py"], tmp_path)
+  assert r.returncode == 2 and "nosuch.py not found" in r.stderr and "--list_configs" in r.stderr
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):

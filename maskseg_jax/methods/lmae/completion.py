@@ -365,10 +365,11 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
                radius: float = 0.0, min_missing: float = AUTO_MIN_MISSING,
                rule: hole_routes.HoleRule = hole_routes.HoleRule()):
   """This project's extension (`--method=auto`, the default): each hole takes the completion that wins on its
-  shape (`hole_routes`): thin gaps the nearest fill; holes outlined by image edges (a missing object) the
-  model, their patches masked whole; other holes (blobs) the hybrid: the geodesic fill within `radius` of a
-  given pixel and in patches less than `min_missing` missing, the model elsewhere. One model pass serves every
-  hole: the missing pixels it leaves visible reach it pre-filled by their hole's fill."""
+  shape (`hole_routes`): thin gaps the nearest fill; holes outlined by image edges (object candidates) get
+  their patches masked whole, and stay objects (the model's completion throughout) where the model puts a class
+  their rim lacks; other holes (blobs) the hybrid: the geodesic fill within `radius` of a given pixel and in
+  patches less than `min_missing` missing, the model elsewhere. One model pass serves every hole: the missing
+  pixels it leaves visible reach it pre-filled by their hole's fill."""
   mode = MISSING[missing]
   if not mode.exact:
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=auto needs "
@@ -378,13 +379,14 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   check_values(label, codes, name)
   fillable = mode.fillable(label, codes)
   known = codes.classes(label) & ~fillable
-  routes = hole_routes.route_pixels(fillable, image, rule)
+  routes, holes = hole_routes.route_pixels(fillable, image, rule)
   nearest = inf.compose(label, fills.nearest_fill(label, known, image), fillable)
   geodesic = inf.compose(label, fills.geodesic_fill(label, known, image), fillable)
   prefill = np.where(routes == hole_routes.THIN, nearest, geodesic)
   out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
                                scale=scale, min_missing=min_missing, prefill=prefill,
                                force=(routes == hole_routes.OBJECT, routes == hole_routes.BLOB))
+  routes = hole_routes.confirm_objects(routes, holes, out, label, known, rule)  # the model's own view decides
   r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
   near_blob = (routes == hole_routes.BLOB) & fills.near_known(known, r)
   filled_by_fill = (routes == hole_routes.THIN) | near_blob

@@ -81,12 +81,25 @@ def best_step(workdir: str, metric: str, available: Sequence[int]) -> int | None
   return max(scores, key=scores.get) if scores else None
 
 
+def override_eval_settings(config: ml_collections.ConfigDict, overrides: dict | None) -> ml_collections.ConfigDict:
+  """The run's config with evaluation-time `lmae.*` settings replaced (e.g. `lmae.progressive_reveal`): the
+  weights are the run's, only how they complete changes. Other fields are refused (they change the model)."""
+  for key, value in (overrides or {}).items():
+    section, _, name = key.partition(".")
+    if section != "lmae" or name not in config.lmae or name.startswith("complete_"):
+      raise ConfigError(f"run setting {key}={value!r}: expected an evaluation-time lmae.* field of the run's "
+                        "config (e.g. lmae.progressive_reveal, lmae.fill_blend, lmae.mirror_average)")
+    config.lmae[name] = value
+  return config
+
+
 def load_completer(workdir: str, *, ratio: float | None = None, checkpoint: str = "latest",
-                   log: Callable[[str], None] = print) -> Completer:
-  """Rebuilds the model from `<workdir>/config.json` (via build_lmae) and restores its latest or best step."""
+                   log: Callable[[str], None] = print, overrides: dict | None = None) -> Completer:
+  """Rebuilds the model from `<workdir>/config.json` (via build_lmae) and restores its latest or best step;
+  `overrides`: evaluation-time settings that replace the run's (`override_eval_settings`)."""
   if checkpoint not in ("latest", "best"):
     raise ConfigError(f"checkpoint={checkpoint!r}; expected 'latest' or 'best'")
-  config = read_run_config(workdir)
+  config = override_eval_settings(read_run_config(workdir), overrides)
   n = int(config.data.num_classes)
   mdef, params, batch_stats = base.split_model(
       build_lmae(config.model, n, nnx.Rngs(params=config.seed, dropout=config.seed + 1)))
@@ -141,10 +154,12 @@ def check_ratios(completers: Sequence[Completer]) -> None:
     seen[key] = c.name
 
 
-def resolve_models(models: Sequence, checkpoint: str, log: Callable[[str], None]) -> list[Completer]:
+def resolve_models(models: Sequence, checkpoint: str, log: Callable[[str], None],
+                   overrides: dict | None = None) -> list[Completer]:
   """Completers from Completers or 'WORKDIR' / 'RATIO=WORKDIR' / (ratio, workdir) specs; one per ratio."""
   specs = [m if isinstance(m, Completer) else parse_model_spec(m) for m in models]  # validate all first
-  completers = [m if isinstance(m, Completer) else load_completer(m[1], ratio=m[0], checkpoint=checkpoint, log=log)
+  completers = [m if isinstance(m, Completer) else load_completer(m[1], ratio=m[0], checkpoint=checkpoint, log=log,
+                                                                   overrides=overrides)
                 for m in specs]
   check_ratios(completers)
   return completers
