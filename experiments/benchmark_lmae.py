@@ -97,7 +97,8 @@ def completion_benchmark(args) -> dict:
         t = time.perf_counter()
         reports = label_folder.complete_folder(args.images, args.labels, os.path.join(tmp, run), completers,
                                            method=method, missing=args.missing, scale=args.scale,
-                                           num_classes=args.num_classes, log=lambda s: None)
+                                           num_classes=args.num_classes, write_review=False,
+                                           log=lambda s: None)  # the completion alone (no review files)
         times.append(time.perf_counter() - t)
     finally:
       shutil.rmtree(tmp, ignore_errors=True)

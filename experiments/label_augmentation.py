@@ -135,7 +135,8 @@ def complete_degraded(degraded: str, out_dir: str, models: list[str], degrade: d
   t = time.perf_counter()
   reports = label_folder.complete_folder(os.path.join(degraded, "images"), os.path.join(degraded, "labels"),
                                      os.path.join(out_dir, "labels"), models, method=method,
-                                     min_missing=min_missing, num_classes=num_classes, log=lines.append)
+                                     min_missing=min_missing, num_classes=num_classes, write_review=False,
+                                     log=lines.append)  # a training label folder: no review files in it
   routed = {}
   for r in reports:
     if r.ratio is not None:

@@ -3,6 +3,12 @@
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
       [--method=auto|model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
       [--missing=unknown_and_void|unknown|paper] [--scale=train|fit] [--num_classes=N]
+      [--palette=colors.json|txt] [--no-review]
+
+Beside the completed labels, `NEW_DIR/review/` gets a preview per file (image | input label | completed |
+filled pixels, with a legend), its report `<stem>.json` (pixels filled, method, mean confidence) and
+`report.csv` (every file, least confident first). Colour-coded (RGB) labels need `--palette`
+(`maskseg_jax/methods/lmae/color_labels.py`: colour -> class id) and are written back in the same colours.
 
 The protocol (which pixels are given, exact masking, tiles, several models) is in
 `maskseg_jax/methods/lmae/completion.py`; files and staging in `methods/lmae/label_folder.py`. Bad input: one
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from typing import Sequence
@@ -30,7 +37,8 @@ def run_main(argv: Sequence[str] | None = None) -> None:
   """Console script `maskseg-complete`; bad input prints `error: ...` and exits 2 (SIGTERM 143, Ctrl-C 130)."""
   ap = argparse.ArgumentParser(prog="maskseg-complete", description=__doc__.split("\n")[0])
   ap.add_argument("--images", required=True, help="folder of images (.jpg/.jpeg/.png)")
-  ap.add_argument("--labels", required=True, help="folder of <image stem>.png labels (palette or grayscale)")
+  ap.add_argument("--labels", required=True, help="folder of <image stem>.png labels (palette, grayscale, or colour "
+                  "with --palette)")
   ap.add_argument("--out", required=True, help="folder for the completed labels (new, outside the inputs)")
   ap.add_argument("--model", action="append", default=[],
                   help="trained L-MAE workdir, optionally RATIO=WORKDIR (default ratio: its lmae.mask_ratio); "
@@ -52,6 +60,11 @@ def run_main(argv: Sequence[str] | None = None) -> None:
                        "background classes, Background-First at the model's ratio)")
   ap.add_argument("--scale", default="train", choices=tuple(SCALES),
                   help="train: tiles at the run's training field of view (default); fit: whole file resized")
+  ap.add_argument("--palette", default="", help="colour -> class id file for RGB (colour-coded) labels: .json "
+                  "{\"<id>\": [r, g, b]} or .txt lines `id r g b [name]` / CVAT labelmap `name:r,g,b::`; outputs keep "
+                  "the colours")
+  ap.add_argument("--review", action=argparse.BooleanOptionalAction, default=True,
+                  help="write OUT/review/: a preview and a report per file and report.csv (default on)")
   ap.add_argument("--checkpoint", default="latest", choices=("latest", "best"))
   ap.add_argument("--num_classes", type=int, default=None,
                   help="fills: the class count label values are checked against (default: --model's run); a "
@@ -63,7 +76,8 @@ def run_main(argv: Sequence[str] | None = None) -> None:
     reports = complete_folder(args.images, args.labels, args.out, args.model, method=args.method,
                               missing=args.missing, scale=args.scale, checkpoint=args.checkpoint,
                               unknown_value=args.unknown_value, radius=args.hybrid_radius,
-                              min_missing=args.min_missing, num_classes=args.num_classes)
+                              min_missing=args.min_missing, num_classes=args.num_classes,
+                              palette=args.palette, write_review=args.review)
   except MasksegError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -72,8 +86,11 @@ def run_main(argv: Sequence[str] | None = None) -> None:
     print(f"error: interrupted by {what}; nothing was written to {args.out} (partial outputs removed)",
           file=sys.stderr)
     sys.exit(EXIT_SIGNAL[type(e) if type(e) in EXIT_SIGNAL else KeyboardInterrupt])
+  confident = [r.mean_confidence for r in reports if r.mean_confidence is not None]
   print(json.dumps({"files": len(reports), "changed_pixels": sum(r.changed_pixels for r in reports),
-                    "method": args.method, "missing": args.missing}))
+                    "method": args.method, "missing": args.missing,
+                    "mean_confidence": round(sum(confident) / len(confident), 4) if confident else None,
+                    "review": os.path.join(args.out, "review") if args.review else None}))
 
 
 if __name__ == "__main__":

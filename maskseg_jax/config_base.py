@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.mode = "train"             # train | eval | predict (methods may add more, e.g. lmae: complete)
   c.seed = 0
   c.eval_untrained = False     # True: mode=eval/predict/... may run without a checkpoint (an untrained model)
+  c.predict = ml_collections.ConfigDict(dict(
+      images="",               # mode=predict: a folder of your own .jpg/.png images ("": the val split)
+      out=""))                 # mode=predict: output folder ("": <workdir>/predictions)
 
   d = c.data = ml_collections.ConfigDict()
   d.name = "synthetic"         # key of maskseg_jax.data.sources.SOURCES

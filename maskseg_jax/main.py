@@ -6,7 +6,10 @@
 `--config` is a config file's path or the name of a packaged config (`maskseg_jax/configs/`: lmae.py, semi.py,
 selective.py, supervised.py, lmae_voc.py), so it works from any folder; in a checkout `configs/<name>.py` too.
 
-`config.mode` picks train (default), eval or predict (and method modes such as `complete` for L-MAE).
+`config.mode` picks train (default), eval or predict (and method modes such as `complete` for L-MAE); a
+segmenter's predict writes label maps of the val split, or of your own images with
+`--config.predict.images=DIR` (`maskseg_jax/methods/predict_folder.py`). A run prints what it runs (method, data,
+model, steps, the command line's overrides) and its workdir first.
 Without --workdir a fresh folder `runs/<config name>[_<arg>]_<timestamp>` is made; the resolved config is
 saved there as config.json, and rerunning with the same --workdir resumes from its latest checkpoint (a run
 folder is only resumed by a config of the same method and model shapes).
@@ -66,6 +69,15 @@ def save_config(config, workdir: str) -> None:
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     config_checks.write_config(config, workdir)
+
+
+def print_start(config, workdir: str) -> None:
+  """The run's short description (method, data, model, steps, overrides, workdir), process 0 only."""
+  import jax
+  from maskseg_jax import run_info
+  if jax.process_index() == 0:
+    print("\n".join(run_info.describe(config, workdir, run_info.command_line_overrides(_ARGV or sys.argv))),
+          flush=True)
 
 
 # ----------------------------------------------------------------------------------- one-line error messages
@@ -162,9 +174,11 @@ def main(argv) -> None:
   config_checks.check_workdir(workdir)  # before anything is written or built
   config_checks.check_run_folder(config, workdir)  # before config.json of an existing run is replaced
   save_config(config, workdir)
+  print_start(config, workdir)
   result = train.run(config, workdir)
   if result:
-    headline = {k: round(v, 4) for k, v in result.items() if k.count("/") == 1}
+    from maskseg_jax.metric_writer import headline_order
+    headline = {k: round(result[k], 4) for k in headline_order(result) if k.count("/") == 1}
     print(json.dumps({"workdir": workdir, **headline}))
 
 

@@ -1,4 +1,5 @@
-"""The only place that writes metrics: JSONL, TensorBoard, progress lines and pictures.
+"""The only place that writes metrics: JSONL, TensorBoard, progress lines (training steps, long evaluations),
+the eval line and pictures.
 
 Only process 0 writes (every process may call the methods). `metrics.jsonl` holds one JSON object per
 call, `{"step": s, "split": "train"|"val"|..., **scalars}`, so results can be read back without TensorBoard.
@@ -16,10 +17,49 @@ import numpy as np
 from PIL import Image
 
 
+# The eval line leads with each model's own figure: L-MAE's PA-mIoU, then global mIoU, then the rest.
+HEADLINE_FIRST = ("pa_miou", "miou")
+
+
+def headline_order(keys, evaluators=()) -> list[str]:
+  """Eval keys in reading order: the model's figures (`val/pa_miou`, `val/miou`, other `val/x`) before the
+  baselines' (`val/nearest/pa_miou`); within each, by evaluator (`evaluators`: names in the task's order, the
+  first is the model's main split), then HEADLINE_FIRST, then name."""
+  order = {name: i for i, name in enumerate(evaluators)}
+
+  def rank(key: str):
+    parts = key.split("/")
+    metric = parts[-1]
+    first = HEADLINE_FIRST.index(metric) if metric in HEADLINE_FIRST else len(HEADLINE_FIRST)
+    return (len(parts), order.get(parts[0], len(order)), parts[0], parts[1:-1], first, metric)
+
+  return sorted(keys, key=rank)
+
+
+class EvalProgress:
+  """`[eval val] 40/101 images, 12.3 img/s` at most every `every_s` seconds while an evaluation runs, and a
+  last line at the end only if one was printed (short evaluations stay silent)."""
+
+  def __init__(self, log, name: str, every_s: float):
+    self.log, self.name, self.every_s = log, name, every_s
+    self.start = self.last = time.perf_counter()
+    self.printed = 0
+
+  def __call__(self, done: int, total: int) -> None:
+    now = time.perf_counter()
+    end = done >= total
+    if (now - self.last >= self.every_s and not end) or (end and self.printed):
+      rate = done / max(now - self.start, 1e-9)
+      self.log(f"[eval {self.name}] {done}/{total} images, {rate:.1f} img/s")
+      self.last, self.printed = now, self.printed + 1
+
+
 class MetricWriter:
 
-  def __init__(self, workdir: str, *, total_steps: int = 0, enabled: bool | None = None, stream=None):
+  def __init__(self, workdir: str, *, total_steps: int = 0, enabled: bool | None = None, stream=None,
+               eval_progress_s: float = 30.0):
     self.workdir = workdir
+    self.eval_progress_s = eval_progress_s
     self.enabled = (jax.process_index() == 0) if enabled is None else enabled
     self.total_steps = total_steps
     self.stream = stream or sys.stdout
@@ -60,6 +100,18 @@ class MetricWriter:
       ips = f"  {rates['images_per_s']:.1f} img/s" if rates else ""
       print(f"[step {step}/{self.total_steps}] {shown}{ips}{eta}", file=self.stream, flush=True)
     return rates
+
+  def eval_progress(self, name: str) -> EvalProgress:
+    """A progress callback `(images done, total)` for one evaluation named `name`."""
+    return EvalProgress(self.log, name, self.eval_progress_s)
+
+  def eval_line(self, step: int, scalars: dict, evaluators=()) -> str:
+    """Prints and returns `[eval step s] val/pa_miou 0.61  val/miou 0.70 ...`: top-level figures and each
+    baseline's mIoUs (`val/nearest/pa_miou`), not per-class IoUs, in `headline_order`."""
+    shown = [k for k in scalars if k.count("/") == 1 or (k.count("/") == 2 and k.endswith("miou"))]
+    line = f"[eval step {step}] " + "  ".join(f"{k} {scalars[k]:.4f}" for k in headline_order(shown, evaluators))
+    self.log(line)
+    return line
 
   def log(self, message: str) -> None:
     if self.enabled:

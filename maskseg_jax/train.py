@@ -94,16 +94,14 @@ def compile_step(task, mesh, on_nonfinite: str = "stop", *, warmup: bool = False
 def evaluate(task, state, writer: MetricWriter, step: int, *, write_images: bool) -> dict:
   scalars = {}
   for evaluator in task.evaluators:
-    result = evaluator.run(state)
+    result = evaluator.run(state, progress=writer.eval_progress(evaluator.name))
     scalars.update(result.scalars)
     if write_images:
       for name, image in result.images.items():
         writer.write_image(step, name.replace("/", "_"), image)
   if scalars:
     writer.write_scalars(step, scalars, split="eval")
-    # Headline: top-level figures plus each baseline's mIoU (`val/nearest/pa_miou`), not per-class IoUs.
-    headline = {k: v for k, v in scalars.items() if k.count("/") == 1 or (k.count("/") == 2 and k.endswith("miou"))}
-    writer.log(f"[eval step {step}] " + "  ".join(f"{k} {v:.4f}" for k, v in sorted(headline.items())))
+    writer.eval_line(step, scalars, [e.name for e in task.evaluators])
   return scalars
 
 

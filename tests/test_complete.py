@@ -443,7 +443,7 @@ def test_failing_midway_leaves_no_partial_output(tmp_path, run_dir):
   with open(os.path.join(labels, "im2.png"), "wb") as f:
     f.write(good)
   reports = label_folder.complete_folder(images, labels, str(out), [run_dir], log=lambda s: None)
-  assert sorted(os.listdir(out)) == ["im0.png", "im1.png", "im2.png"] and len(reports) == 3
+  assert sorted(os.listdir(out)) == ["im0.png", "im1.png", "im2.png", "review"] and len(reports) == 3
 
 
 def test_later_run_removes_partial_folders_of_dead_runs_only(tmp_path):
@@ -458,7 +458,7 @@ def test_later_run_removes_partial_folders_of_dead_runs_only(tmp_path):
     (d / "im0.png").write_bytes(b"half")
   lines = []
   label_folder.complete_folder(images, labels, str(out), method="nearest", num_classes=N, log=lines.append)
-  assert sorted(os.listdir(out)) == sorted(["im0.png", live.name])
+  assert sorted(os.listdir(out)) == sorted(["im0.png", "review", live.name])
   assert sum("left by an interrupted completion" in line for line in lines) == 2
 
 

@@ -35,6 +35,9 @@ def test_train_saves_config_and_resumes(tmp_path):
   saved = json.load(open(work / "config.json"))
   assert saved["train"]["steps"] == 2 and saved["model"]["width"] == 0.125
   assert '"val/miou"' in r.stdout
+  assert "run: supervised, mode train | data synthetic (6 classes) | model deeplabv3plus" in r.stdout
+  assert "overrides: " in r.stdout and "--config.train.steps=2" in r.stdout and f"workdir: {work}" in r.stdout
+  assert "[eval step 2] val/miou " in r.stdout  # the model's own metric leads the eval line
   r2 = run_cli(base + ["--config.train.steps=4"], tmp_path)
   assert r2.returncode == 0, r2.stderr[-3000:]
   assert "resumed from" in r2.stdout and "at step 2" in r2.stdout

@@ -156,6 +156,11 @@ def _eval_layout(num_items: int, data_config, process_count: int) -> tuple[int, 
   return n, local_batch, math.ceil(per_process / local_batch)
 
 
+def eval_num_items(source: Source, data_config) -> int:
+  """Items an evaluation reads (all processes): the split, or its first `data.max_eval_images`."""
+  return _eval_layout(len(source), data_config, 1)[0]
+
+
 def eval_num_batches(source: Source, data_config, *, process_count: int = 1) -> int:
   """Batches `eval_batches` yields on every process."""
   return _eval_layout(len(source), data_config, process_count)[2]

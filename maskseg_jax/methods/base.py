@@ -22,12 +22,23 @@ class EvalResult:
   images: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
+def tracked(batches, progress: Callable | None, total: int):
+  """Yields eval `batches` and tells `progress(images done, total)` after each (valid rows over all processes),
+  so long evaluations report where they are (`MetricWriter.eval_progress`)."""
+  done = 0
+  for local in batches:
+    yield local
+    done = min(int(total), done + int(np.sum(local["valid"])) * jax.process_count())
+    if progress is not None:
+      progress(done, int(total))
+
+
 @dataclasses.dataclass
 class Task:
   state: dict                                   # initial train state (host arrays)
   train_step: Callable                          # pure: (state, batch, rng) -> (state, metrics)
   train_iter: Any                               # grain iterator of process-local numpy batches
-  evaluators: Sequence[Any] = ()                # objects with `name` and `run(state) -> EvalResult`
+  evaluators: Sequence[Any] = ()                # objects with `name` and `run(state, progress=None) -> EvalResult`
   images_per_step: int = 0                      # global images consumed by one step (for images/s)
   predict: Callable | None = None               # mode=predict: (state) -> None (writes outputs)
   extra_modes: dict[str, Callable] = dataclasses.field(default_factory=dict)  # mode name -> fn(state)

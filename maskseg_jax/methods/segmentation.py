@@ -93,6 +93,29 @@ def make_evaluator(config, mdef, val_src, mesh, name: str = "val") -> Segmentati
                                num_images=config.train.num_images)
 
 
+def make_predict(config, mdef, evaluator: SegmentationEvaluator, val_src, workdir: str) -> Callable:
+  """`mode=predict`: the images of `predict.images` when set (`predict_folder.py`), else the val split, into
+  `predict.out` (default `workdir/predictions`)."""
+  from maskseg_jax.methods import predict_folder
+  pc = config.get("predict", {})
+  out = pc.get("out", "") or os.path.join(workdir, "predictions")
+
+  def evaluator_for(source, data_config):
+    return SegmentationEvaluator(name="predict", source=source, data_config=data_config,
+                                 logits_fn=logits_fn(mdef), mesh=evaluator.mesh,
+                                 num_classes=int(data_config.num_classes), num_images=0)
+
+  def predict(state):
+    if pc.get("images", ""):
+      predict_folder.predict_images(evaluator_for, config.data, state, pc.images, out,
+                                    class_names=getattr(val_src, "class_names", None))
+      return
+    paths = predict_to_folder(evaluator, val_src, state, out)
+    print(f"wrote {len(paths)} predicted label maps to {out}")
+
+  return predict
+
+
 def predict_to_folder(evaluator: SegmentationEvaluator, source, state, out_dir: str) -> list[str]:
   """Writes one grayscale PNG of predicted class ids per image of `source`, cropped to its size."""
   os.makedirs(out_dir, exist_ok=True)

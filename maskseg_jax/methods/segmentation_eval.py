@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskseg_jax import metrics, sharding, visualize
-from maskseg_jax.methods.base import EvalResult
+from maskseg_jax.methods.base import EvalResult, tracked
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -69,10 +69,12 @@ class SegmentationEvaluator:
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     self._step = jax.jit(step, in_shardings=(repl, data), out_shardings=(repl, data))
 
-  def run(self, state) -> EvalResult:
+  def run(self, state, progress=None) -> EvalResult:
+    from maskseg_jax.data import pipeline
     conf = np.zeros((self.num_classes, self.num_classes), np.int64)
     picture = None
-    for i, local in enumerate(self._batches()):
+    total = pipeline.eval_num_items(self.source, self.dc)
+    for i, local in enumerate(tracked(self._batches(), progress, total)):
       batch = sharding.to_global({k: local[k] for k in ("image", "label", "valid")}, self.mesh)
       c, pred = self._step(state, batch)
       conf += np.asarray(jax.device_get(c), np.int64)
@@ -86,8 +88,12 @@ class SegmentationEvaluator:
     # This process's rows of the global prediction, in batch order.
     shards = sorted(pred.addressable_shards, key=lambda s: s.index[0].start or 0)
     preds = np.concatenate([np.asarray(s.data) for s in shards])
-    rows = []
-    for j in range(n):
-      label = np.where(local["label"][j] == 255, 255, local["label"][j]).astype(np.uint8)
-      rows.append([local["raw_image"][j], preds[j].astype(np.uint8), label])
-    return visualize.grid(rows)
+    return segmentation_picture(local["raw_image"][:n], preds[:n], local["label"][:n], self.num_classes,
+                                self.class_names)
+
+
+def segmentation_picture(images, preds, labels, num_classes: int, class_names=None) -> np.ndarray:
+  """Rows of image | prediction | truth, titled, with a legend of the classes and void underneath."""
+  rows = [[im, p.astype(np.uint8), np.asarray(lb).astype(np.uint8)] for im, p, lb in zip(images, preds, labels)]
+  return visualize.with_legend(visualize.grid(rows), visualize.class_legend(num_classes, class_names),
+                               titles=("image", "prediction", "truth"))

@@ -11,5 +11,7 @@
   completion.py    the completion protocol (which pixels are given, tiles, routing, hybrid) for one file
   runs.py          trained runs -> Completers (config.json + checkpoint), one model per ratio
   label_folder.py  completing a folder of files (PNG IO, staging, never overwriting) and `mode=complete`
+  review.py        what a data team reviews: a preview and a report per file, report.csv, the model's confidence
+  color_labels.py  colour-coded (RGB) labels through a palette file (--palette), written back in their colours
   label_damage.py  realistic label damage (blobs, objects, thinned boundaries) for the real-holes evaluation
 """

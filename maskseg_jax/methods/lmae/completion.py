@@ -45,8 +45,10 @@ fills those pixels in the output), and the model completes the patches that are 
 `--method=nearest|geodesic` (`maskseg_jax.methods.lmae.fills`, no model): the unknown pixels take the label of the nearest
 (Euclidean / colour-geodesic) given class pixel, so a user can compare fills and the model on their own folder.
 
-Files: palette PNGs are written back with their palette, grayscale as grayscale; nothing is ever overwritten;
-the output folder may not be, or lie inside, an input folder. Outputs are staged in a hidden
+Files: palette PNGs are written back with their palette, grayscale as grayscale, colour (RGB) labels read and
+written through a `--palette` file (`color_labels.py`); `OUT/review/` holds a preview and a report per file
+(pixels filled, method, the model's mean confidence on them) and report.csv (`review.py`); nothing is ever
+overwritten; the output folder may not be, or lie inside, an input folder. Outputs are staged in a hidden
 `.maskseg_partial_<pid>_*` folder and moved into place only when every pair succeeded; SIGTERM and Ctrl-C remove
 it (exit 143 / 130, nothing written), and a later run into the same folder removes partial folders left by a
 killed run (its process no longer alive). Bad input: one `error: ...` line, exit 2.
@@ -67,6 +69,7 @@ from maskseg_jax.errors import ConfigError
 from maskseg_jax.methods.lmae import fills, hole_routes
 from maskseg_jax.methods.lmae import inference as inf
 from maskseg_jax.methods.lmae import patch_masks as P
+from maskseg_jax.methods.lmae import review
 # The label codes and `--missing` choices (label_codes.py), re-exported: this module is the protocol's entry point.
 from maskseg_jax.methods.lmae.label_codes import (DEFAULT_IGNORE, DEFAULT_MISSING, DEFAULT_UNKNOWN,  # noqa: F401
                                                   MISSING, Codes, Missing, check_codes, check_values,
@@ -289,6 +292,7 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
     raise RuntimeError(f"internal error: {int((fillable & ~region).sum())} missing pixels of {name} were in no "
                        "masked patch; please report this")
   out = inf.compose(label, np.argmax(acc, axis=-1), region)
+  fields["confidence_map"] = review.confidence_map(acc, weight, region)  # NaN where the model did not fill
   if prefill is not None:
     out = inf.compose(out, prefill, fillable & ~region)
     fields["prefilled_fraction"] = float((fillable & ~region).sum() / max(int(fillable.sum()), 1))
@@ -346,6 +350,8 @@ def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.n
   near = fillable & fills.near_known(known, r)
   out = np.where(near, filled, out).astype(label.dtype)
   _check_given(out, label, fillable, name)
+  if "confidence_map" in fields:  # the fill's pixels carry no model confidence
+    fields["confidence_map"] = np.where(near, np.nan, fields["confidence_map"]).astype(np.float32)
   return out, dict(fields, method="hybrid", changed_pixels=int((out != label).sum()),
                    fill_fraction=float(near.sum() / max(int(fillable.sum()), 1)), radius=r)
 
@@ -383,8 +389,11 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   routes = hole_routes.confirm_objects(routes, holes, out, label, known, rule)  # the model's own view decides
   r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
   near_blob = (routes == hole_routes.BLOB) & fills.near_known(known, r)
-  out = np.where((routes == hole_routes.THIN) | near_blob, prefill, out).astype(label.dtype)
+  filled_by_fill = (routes == hole_routes.THIN) | near_blob
+  out = np.where(filled_by_fill, prefill, out).astype(label.dtype)
   _check_given(out, label, fillable, name)
+  if "confidence_map" in fields:  # the fills' pixels carry no model confidence
+    fields["confidence_map"] = np.where(filled_by_fill, np.nan, fields["confidence_map"]).astype(np.float32)
   share = {route: float((routes == i + 1).sum() / max(int(fillable.sum()), 1))
            for i, route in enumerate(hole_routes.ROUTES)}
   return out, dict(fields, method="auto", changed_pixels=int((out != label).sum()), hole_routes=share, radius=r)
@@ -399,6 +408,7 @@ def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing
                    rule: hole_routes.HoleRule = hole_routes.HoleRule()) -> Callable:
   """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
   pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
+  The model methods' fields include `confidence_map` (float32[H,W], NaN where the model filled nothing).
 
   method 'model' needs loaded Completers (`resolve_models`); a fill (`fills.FILLS`) needs none, but the class
   count (`num_classes`), so that it refuses the label values the model path refuses (`check_values`).

@@ -35,6 +35,7 @@ LMAE_DEFAULTS = dict(
     complete_checkpoint="latest",   # latest | best, for complete_models
     complete_missing="unknown_and_void",  # which pixels are filled (complete.py --missing)
     complete_scale="train",         # train (tiles at the training field of view) | fit (complete.py --scale)
+    complete_palette="",            # colour -> class id file for RGB labels (complete.py --palette)
 )
 
 

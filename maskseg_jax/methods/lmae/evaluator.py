@@ -17,7 +17,7 @@ import numpy as np
 
 from maskseg_jax import metrics, sharding, visualize
 from maskseg_jax.errors import ConfigError
-from maskseg_jax.methods.base import EvalResult
+from maskseg_jax.methods.base import EvalResult, tracked
 from maskseg_jax.methods.lmae import fills
 from maskseg_jax.methods.lmae import inference as inf
 from maskseg_jax.methods.lmae import patch_masks as P
@@ -91,6 +91,7 @@ class LMAEEvaluator:
     self.ignore_label = int(data_config.ignore_label)
     self._batches = lambda: pipeline.eval_batches(source, data_config, process_index=jax.process_index(),
                                                   process_count=jax.process_count())
+    self.num_items = pipeline.eval_num_items(source, data_config)
     p, h, w, num_patches = inf.geometry(model_config)
     k = P.num_visible(num_patches, float(lmae_config.mask_ratio))
     bg = tuple(int(c) for c in lmae_config.background_classes)
@@ -114,14 +115,14 @@ class LMAEEvaluator:
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     self._step = jax.jit(step, in_shardings=(repl, data, repl), out_shardings=(repl, repl, data, data))
 
-  def confusions(self, state):
+  def confusions(self, state, progress=None):
     """({"model" | fill: (PA confusion, global confusion)}, picture or None), accumulated over the split."""
     n = self.num_classes
     zeros = lambda: [np.zeros((n, n), np.int64), np.zeros((n, n), np.int64)]
     confs = {"model": zeros(), **{b: zeros() for b in self.baselines}}
     base_key = jax.random.PRNGKey(self.seed)
     picture = None
-    for i, local in enumerate(self._batches()):
+    for i, local in enumerate(tracked(self._batches(), progress, self.num_items)):
       batch = sharding.to_global({k: local[k] for k in ("image", "label", "valid")}, self.mesh)
       c_pa, c_all, composed, mask_px = self._step(state, batch, jax.random.fold_in(base_key, i))
       confs["model"][0] += np.asarray(jax.device_get(c_pa), np.int64)
@@ -140,8 +141,8 @@ class LMAEEvaluator:
       confs[b] = [sum_over_processes(c) for c in confs[b]]
     return confs, picture
 
-  def run(self, state) -> EvalResult:
-    confs, picture = self.confusions(state)
+  def run(self, state, progress=None) -> EvalResult:
+    confs, picture = self.confusions(state, progress)
     scalars = {}
     for who, (conf_pa, conf_all) in confs.items():
       prefix = self.name if who == "model" else f"{self.name}/{who}"
@@ -153,7 +154,7 @@ class LMAEEvaluator:
 
   def _picture(self, local, composed, mask_px, filled: dict) -> np.ndarray:
     """Rows of: image | what the model sees | model's completion | each fill's completion | ground truth,
-    with a class legend underneath."""
+    titled, with a legend (classes, void, masked patches) underneath."""
     rows = []
     for j in range(min(self.num_images, int(np.sum(local["valid"])))):
       label = local["label"][j].astype(np.uint8)
@@ -161,4 +162,5 @@ class LMAEEvaluator:
       fills_j = [filled[b][j].astype(np.uint8) for b in self.baselines]
       rows.append([raw, inf.masked_view(raw, label, mask_px[j]), composed[j].astype(np.uint8), *fills_j, label])
     titles = ["image", "given", "L-MAE", *self.baselines, "truth"]
-    return visualize.with_legend(visualize.grid(rows), self.num_classes, self.class_names, titles=titles)
+    legend = visualize.class_legend(self.num_classes, self.class_names, masked=True)
+    return visualize.with_legend(visualize.grid(rows), legend, titles=titles)

@@ -1,5 +1,6 @@
-"""Completing a folder of label files: pairing, PNG read/write (palette kept), staging so nothing is
-overwritten or left half-written, interruption clean-up, and `config.mode=complete`.
+"""Completing a folder of label files: pairing, PNG read/write (palette, grayscale or colour codes kept), the
+review files beside the outputs (`review.py`), staging so nothing is overwritten or left half-written,
+interruption clean-up, and `config.mode=complete`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from PIL import Image
 from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae.completion import (DEFAULT_METHOD, DEFAULT_MISSING, METHODS, MISSING, MODEL_METHODS,
-                                               SCALES, Completer, make_completer, pair_completer)
+from maskseg_jax.methods.lmae.completion import (DEFAULT_IGNORE, DEFAULT_METHOD, DEFAULT_MISSING,
+                                               DEFAULT_UNKNOWN, METHODS, MISSING, MODEL_METHODS, SCALES, Completer,
+                                               make_completer, pair_completer)
+from maskseg_jax.methods.lmae import color_labels, review
 from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
 
@@ -57,24 +60,54 @@ def pair_files(images_dir: str, labels_dir: str) -> list[tuple[str, str, str]]:
   return [(os.path.join(images_dir, f), os.path.join(labels_dir, labels[_stem(f)]), _stem(f)) for f in images]
 
 
-def read_label_png(path: str) -> tuple[np.ndarray, list[int] | None, dict]:
-  """(uint8 ids, palette or None, PNG info to keep such as transparency)."""
-  label = sources.read_label(path)
-  with Image.open(path) as im:
-    palette = im.getpalette() if im.mode == "P" else None
-    info = {k: im.info[k] for k in ("transparency",) if k in im.info}
-  return label, palette, info
+@dataclasses.dataclass(frozen=True)
+class LabelEncoding:
+  """How a label file stores its values, so the completed label is written back the same way."""
+  mode: str                                   # "P" (palette indices), "L" (grayscale) or "RGB" (colour codes)
+  palette: list[int] | None = None            # mode P: the file's palette
+  info: dict = dataclasses.field(default_factory=dict)  # PNG info to keep, such as transparency
+  colors: color_labels.ColorPalette | None = None       # mode RGB: the --palette file
+
+  def color_table(self) -> np.ndarray | None:
+    """uint8[k, 3] colours of label values 0..k-1 as the file shows them (None: the default palette)."""
+    if self.palette is not None:
+      return np.asarray(self.palette, np.uint8).reshape(-1, 3)
+    if self.colors is not None:
+      return self.colors.color_table(review.default_colors())
+    return None
 
 
-def write_label_png(path: str, label: np.ndarray, palette: list[int] | None, info: dict) -> None:
-  """Writes ids as a palette PNG with `palette` (as read) or as grayscale."""
+def read_label_png(path: str, colors: color_labels.ColorPalette | None = None) -> tuple[np.ndarray, LabelEncoding]:
+  """(uint8 label values, how the file encodes them). RGB files need `colors` (a `--palette` file)."""
+  try:
+    with Image.open(path) as im:
+      mode = im.mode
+      rgb = np.asarray(im.convert("RGB")) if mode in ("RGB", "RGBA") and colors is not None else None
+      palette = im.getpalette() if mode == "P" else None
+      info = {k: im.info[k] for k in ("transparency",) if k in im.info}
+  except (OSError, ValueError):  # unreadable or truncated: the label reader's error names the file and the fix
+    sources.read_label(path)
+    raise
+  if mode in ("RGB", "RGBA"):
+    if colors is None:
+      raise DataError(f"label {path} has pixel mode {mode!r} (a colour PNG); pass --palette=FILE mapping its "
+                      "colours to class ids (a .json or .txt file, see maskseg-complete --help), or save it as "
+                      "class ids")
+    return color_labels.decode(rgb, colors, path), LabelEncoding("RGB", colors=colors)
+  return sources.read_label(path), LabelEncoding("P" if palette is not None else "L", palette, info)
+
+
+def write_label_png(path: str, label: np.ndarray, encoding: LabelEncoding) -> None:
+  """Writes label values as the input stored them: palette PNG with its palette, grayscale, or colours."""
   label = np.ascontiguousarray(label, np.uint8)
-  if palette is not None:
+  if encoding.mode == "RGB":
+    im = Image.fromarray(color_labels.encode(label, encoding.colors, path), "RGB")
+  elif encoding.palette is not None:
     im = Image.frombytes("P", (label.shape[1], label.shape[0]), label.tobytes())
-    im.putpalette(palette)
+    im.putpalette(encoding.palette)
   else:
     im = Image.fromarray(label)
-  im.save(path, **info)
+  im.save(path, **encoding.info)
 
 
 @dataclasses.dataclass
@@ -91,6 +124,17 @@ class FileReport:
   radius: float | None = None              # hybrid: the radius used, file pixels
   prefilled_fraction: float | None = None  # --min_missing > 0: missing pixels of unmasked patches (the fill's)
   hole_routes: dict | None = None          # auto: share of the missing pixels per hole route (thin/object/blob)
+  mean_confidence: float | None = None     # model/hybrid: mean softmax probability of the pixels the model filled
+  preview: str | None = None               # its review picture (OUT/review/<stem>.png), None with review off
+  file_pixels: int = 0                     # height x width of the label
+
+  def as_row(self) -> dict:
+    """The report of this file as `review/<stem>.json` stores it: pixels filled (and their share of the file),
+    method, mean confidence, then the routing details."""
+    row = dataclasses.asdict(self)
+    row["filled_pixels"] = row.pop("changed_pixels")
+    row["filled_fraction"] = row["filled_pixels"] / max(row["file_pixels"], 1)
+    return row
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -170,7 +214,8 @@ def _describe(r: FileReport) -> str:
   else:
     how = (f"{r.method} ratio {r.ratio:g}, {r.masked_fraction:.0%} of patches masked, {r.tiles} "
            f"tile{'s' if r.tiles != 1 else ''}")
-  return f"{r.name}: {r.changed_pixels} pixels changed ({how})"
+  conf = f", mean confidence {r.mean_confidence:.2f}" if r.mean_confidence is not None else ""
+  return f"{r.name}: {r.changed_pixels} pixels changed ({how}{conf})"
 
 
 def fill_class_count(model) -> int:
@@ -183,14 +228,16 @@ def fill_class_count(model) -> int:
 def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequence = (), *,
                     method: str = DEFAULT_METHOD, missing: str = DEFAULT_MISSING, scale: str = "train",
                     checkpoint: str = "latest", unknown_value: int | None = None, radius: float = 0.0,
-                    min_missing: float | None = None, num_classes: int | None = None,
-                    log: Callable[[str], None] = print) -> list[FileReport]:
+                    min_missing: float | None = None, num_classes: int | None = None, palette: str = "",
+                    write_review: bool = True, log: Callable[[str], None] = print) -> list[FileReport]:
   """Completes every label of `labels_dir` into `out_dir`; returns one report per file.
 
   models: Completers, or trained workdirs as 'WORKDIR', 'RATIO=WORKDIR' or (ratio, workdir) pairs (the model
   methods; a fill takes only the class count from the first). num_classes: the class count a fill checks
-  label values against (default: the first model's). Nothing is written unless every output name is free and
-  every pair succeeds.
+  label values against (default: the first model's). palette: a colour -> class id file for RGB labels
+  (`color_labels`), written back in the same colours. write_review: a preview and a report per file in
+  `out_dir/review/` (`review.py`). Nothing is written unless every output name is free and every pair
+  succeeds; no input file is ever written.
   """
   for what, value, allowed in (("method", method, METHODS), ("missing", missing, tuple(MISSING)),
                                ("scale", scale, tuple(SCALES))):
@@ -203,9 +250,11 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
     raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method={method} needs "
                       "--missing=unknown or unknown_and_void (or use --method=model)")
   check_out_dir(out_dir, images_dir, labels_dir)
+  colors = color_labels.load_palette(palette) if palette else None
   pairs = pair_files(images_dir, labels_dir)
   outputs = [os.path.join(out_dir, os.path.basename(lp)) for _, lp, _ in pairs]
-  for path in outputs:
+  reviews = [review.review_paths(out_dir, stem) for _, _, stem in pairs] if write_review else []
+  for path in outputs + [p for pair in reviews for p in pair]:
     if os.path.exists(path):
       raise DataError(f"output file {path} already exists; refusing to overwrite it (choose a new output "
                       "folder)")
@@ -216,32 +265,49 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
         f"--model's run")
   run = pair_completer(method, completers, missing=missing, scale=scale, unknown_value=unknown_value,
                        radius=radius, min_missing=min_missing, num_classes=num_classes)
+  codes = completers[0].codes(unknown_value) if completers else None
+  shown_unknown = codes.unknown_value if codes else (DEFAULT_UNKNOWN if unknown_value is None else unknown_value)
+  shown_void = codes.ignore_label if codes else DEFAULT_IGNORE
   remove_stale_partials(out_dir, log)
   created = not os.path.isdir(out_dir)
   os.makedirs(out_dir, exist_ok=True)
   # Outputs go to a scratch folder first and move into place only when every pair succeeded, so a bad pair
   # met halfway leaves no partial result behind (and a rerun into the same folder is not refused).
   staging = tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{os.getpid()}_", dir=out_dir)
+  staged = []  # (staging path, final path) of every file written
   reports, over = [], []
   try:
     with terminate_as_interrupt():
       for (image_path, label_path, stem), out_path in zip(pairs, outputs):
         image = sources.read_image(image_path)
-        label, palette, info = read_label_png(label_path)
+        label, encoding = read_label_png(label_path, colors)
         if label.shape != image.shape[:2]:
           raise DataError(f"label {label_path} is {label.shape[0]}x{label.shape[1]} but image {image_path} is "
                           f"{image.shape[0]}x{image.shape[1]}; expected the same size")
         out, fields = run(image, label, name=label_path)
-        write_label_png(os.path.join(staging, os.path.basename(out_path)), out, palette, info)
-        report = FileReport(name=os.path.basename(label_path), out_path=out_path, **fields)
+        confidence = fields.pop("confidence_map", None)
+        staged.append((os.path.join(staging, os.path.basename(out_path)), out_path))
+        write_label_png(staged[-1][0], out, encoding)
+        report = FileReport(name=os.path.basename(label_path), out_path=out_path, file_pixels=int(label.size),
+                            mean_confidence=review.mean_confidence(confidence, out != label), **fields)
+        if write_review:
+          report.preview = review.review_paths(out_dir, stem)[0]
+          picture = review.preview(image, label, out, colors=encoding.color_table(),
+                                   names=colors.names if colors else None, unknown_value=shown_unknown,
+                                   ignore_label=shown_void)
+          files = review.write_review(staging, stem, picture, report.as_row())
+          staged += list(zip(files, review.review_paths(out_dir, stem)))
         log(_describe(report))
         reports.append(report)
         if method in ("model", "auto") and report.tiles:
           trained = max(c.train_ratio for c in completers if c.ratio == report.ratio)
           if report.masked_fraction > trained + 1e-9:
             over.append((report.name, report.masked_fraction, trained))
-      for report in reports:
-        os.replace(os.path.join(staging, os.path.basename(report.out_path)), report.out_path)
+      for src, dst in staged:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.replace(src, dst)
+      if write_review:
+        review.write_report_csv(os.path.join(out_dir, review.REVIEW_DIR))
   finally:
     shutil.rmtree(staging, ignore_errors=True)
     if created and not os.listdir(out_dir):  # a failed run leaves no trace (a folder it made, still empty)
@@ -251,7 +317,8 @@ def complete_folder(images_dir: str, labels_dir: str, out_dir: str, models: Sequ
     log(f"warning: {len(over)} files needed more patches masked than their model was trained at (most: "
         f"{worst[0]}, {worst[1]:.0%} masked by a ratio-{worst[2]:g} model): "
         f"{', '.join(o[0] for o in over[:5])}{' ...' if len(over) > 5 else ''}; train a higher-ratio model")
-  log(f"wrote {len(reports)} completed labels to {out_dir}")
+  log(f"wrote {len(reports)} completed labels to {out_dir}" + (
+      f"; previews and report.csv in {os.path.join(out_dir, review.REVIEW_DIR)}" if write_review else ""))
   return reports
 
 
@@ -272,6 +339,6 @@ def complete_from_config(config, mdef, state) -> dict:
   reports = complete_folder(lc.complete_images, lc.complete_labels, lc.complete_out,
                             [own, *lc.complete_models], checkpoint=lc.complete_checkpoint,
                             missing=lc.get("complete_missing", DEFAULT_MISSING),
-                            scale=lc.get("complete_scale", "train"))
+                            scale=lc.get("complete_scale", "train"), palette=lc.get("complete_palette", ""))
   return {"complete/files": float(len(reports)),
           "complete/changed_pixels": float(sum(r.changed_pixels for r in reports))}

@@ -86,10 +86,18 @@ def picture_rows(raw: np.ndarray, pmask: np.ndarray, recon: np.ndarray, data_con
   rows = []
   for img, m, rec in zip(raw, pmask, recon):
     m = m[..., None]
-    tinted = np.where(m, 0.5 * img + 0.5 * np.array([255.0, 0.0, 0.0]), img).astype(np.uint8)
+    tinted = np.where(m, 0.5 * img + 0.5 * np.array(visualize.SELECTED_COLOR, np.float32), img).astype(np.uint8)
     masked = np.where(m, np.clip(np.round(mean), 0, 255), img).astype(np.uint8)
     rows.append([tinted, masked, visualize.denormalize(rec, data_config.mean, data_config.std)])
   return rows
+
+
+def reconstruction_picture(rows: list[list[np.ndarray]], data_config) -> np.ndarray:
+  """`picture_rows` as one titled picture with a legend of the two tile markings."""
+  mean = tuple(int(v) for v in np.clip(np.round(np.asarray(data_config.mean)), 0, 255))
+  legend = [("selected tile", visualize.SELECTED_COLOR), ("masked input", mean)]
+  return visualize.with_legend(visualize.grid(rows), legend, titles=("selected tiles", "masked input",
+                                                                     "reconstruction"))
 
 
 def _local_rows(x: jax.Array) -> np.ndarray:
@@ -133,7 +141,7 @@ class ReconstructionEvaluator:
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     self._step = jax.jit(step, in_shardings=(repl, data, data, data), out_shardings=(repl, data))
 
-  def run(self, state) -> base.EvalResult:
+  def run(self, state, progress=None) -> base.EvalResult:
     model_state = {"params": state["params"], "batch_stats": state["batch_stats"]}
     tile_ids = self.grid.tile_ids()
     totals = {prefix: None for prefix in self.mask_sets}
@@ -141,7 +149,7 @@ class ReconstructionEvaluator:
     batches = canonical_batches(self.source, self.dc, (self.grid.height, self.grid.width),
                                 int(self.dc.eval_batch_size), process_index=jax.process_index(),
                                 process_count=jax.process_count())
-    for i, local in enumerate(batches):
+    for i, local in enumerate(base.tracked(batches, progress, len(self.source))):
       for prefix, masks in self.mask_sets.items():
         pmask = np.stack([masks[self.ids[j]][tile_ids] if j >= 0 else np.zeros(tile_ids.shape, bool)
                           for j in local["index"]])
@@ -153,7 +161,7 @@ class ReconstructionEvaluator:
         if i == 0 and self.num_images > 0 and jax.process_index() == 0:
           n = min(self.num_images, int(local["valid"].sum()))
           rows = picture_rows(local["raw_image"][:n], pmask[:n], _local_rows(recon)[:n], self.dc)
-          images[f"{prefix}/reconstruction"] = visualize.grid(rows)
+          images[f"{prefix}/reconstruction"] = reconstruction_picture(rows, self.dc)
     scalars = {}
     for prefix, t in totals.items():
       l1_mean = t["l1_sum"] / max(t["l1_count"], 1.0)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from maskseg_jax import sharding
-from maskseg_jax.methods.base import EvalResult
+from maskseg_jax.methods.base import EvalResult, tracked
 
 NO_TRUTH = 255
 SHARE_FLOOR = 0.01  # a class "is present" among confident pseudo-labels above this share (pl_classes)
@@ -104,6 +104,7 @@ class SemiDiagnostics:
     self.name, self.mesh, self.class_names, self.thresholds_fn = name, mesh, class_names, thresholds_fn
     self._batches = lambda: pipeline.eval_batches(source, dc, process_index=jax.process_index(),
                                                   process_count=jax.process_count())
+    self.num_items = pipeline.eval_num_items(source, dc)
 
     def step(state, batch):
       ignore = (batch["label"] == pad_label) | ~batch["valid"][:, None, None]
@@ -114,9 +115,9 @@ class SemiDiagnostics:
     repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     self._step = jax.jit(step, in_shardings=(repl, data), out_shardings=repl)
 
-  def run(self, state) -> EvalResult:
+  def run(self, state, progress=None) -> EvalResult:
     total = None
-    for local in self._batches():
+    for local in tracked(self._batches(), progress, self.num_items):
       batch = sharding.to_global({k: local[k] for k in ("image", "label", "valid")}, self.mesh)
       sums = jax.device_get(self._step(state, batch))
       total = sums if total is None else jax.tree.map(np.add, total, sums)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 
 from maskseg_jax import optim
@@ -45,10 +43,7 @@ def build(config, mesh, workdir: str) -> base.Task:
   if terms.diagnostics and terms.unlabeled:
     evaluators.append(diagnostics_evaluator(config, mdef, terms, unlabeled_src, mesh))
 
-  def predict(state):
-    out = os.path.join(workdir, "predictions")
-    paths = segmentation.predict_to_folder(evaluator, val_src, state, out)
-    print(f"wrote {len(paths)} predicted label maps to {out}")
+  predict = segmentation.make_predict(config, mdef, evaluator, val_src, workdir)
 
   images = int(dc.batch_size) * (2 if terms.unlabeled else 1)
   return base.Task(state=state, train_step=step, train_iter=train_iter, evaluators=evaluators,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import jax
 
 from maskseg_jax import optim
@@ -21,10 +19,7 @@ def build(config, mesh, workdir: str) -> base.Task:
                                       ignore_label=dc.ignore_label)
   evaluator = segmentation.make_evaluator(config, mdef, val_src, mesh)
 
-  def predict(state):
-    out = os.path.join(workdir, "predictions")
-    paths = segmentation.predict_to_folder(evaluator, val_src, state, out)
-    print(f"wrote {len(paths)} predicted label maps to {out}")
+  predict = segmentation.make_predict(config, mdef, evaluator, val_src, workdir)
 
   return base.Task(state=state, train_step=step, train_iter=train_iter, evaluators=[evaluator],
                    images_per_step=dc.batch_size, predict=predict)
