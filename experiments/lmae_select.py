@@ -17,7 +17,6 @@ on. The choice is the top `score` on the development split; val is evaluated wit
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import shutil
@@ -26,6 +25,9 @@ import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lmae_ablations as abl  # noqa: E402  (--set parsing)
 
 STRATEGIES = ("val", "val_random")  # Background-First and random masks (the evaluators' names)
 FIELDS = ("pa_miou", "miou", "margin_pa_miou", "margin_miou")
@@ -36,32 +38,16 @@ def parse_variant(text: str) -> tuple[str, dict]:
   name, sep, rest = text.partition("=")
   if not sep or not name:
     raise SystemExit(f"--variant {text!r}: expected NAME=KEY=VALUE[;KEY=VALUE...]")
-  overrides = {}
-  for item in filter(None, rest.split(";")):
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise SystemExit(f"--variant {text!r}: {item!r} is not KEY=VALUE")
-    try:
-      overrides[key] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      overrides[key] = value
-  return name, overrides
+  return name, abl.parse_sets(filter(None, rest.split(";")))
 
 
 def evaluate(run: str, split: str, overrides: dict, base) -> dict:
   """Scores of `run` on `split` with `overrides` on `base` (the run's training config), from a scratch copy
   (the run folder is never written)."""
   from maskseg_jax import train
-  config = base.copy_and_resolve_references()
-  config.unlock()
-  config.mode, config.data.val_split = "eval", split
-  for key, value in overrides.items():
-    node = config
-    *parents, last = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[last] = value
-  config.lock()
+  from maskseg_jax.config_base import apply_overrides
+  config = apply_overrides(base.copy_and_resolve_references(),
+                           {**overrides, "mode": "eval", "data.val_split": split})
   scratch = tempfile.mkdtemp(prefix="lmae_select_")
   try:
     copy = os.path.join(scratch, "run")

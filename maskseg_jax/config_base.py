@@ -185,7 +185,11 @@ def load_config(name: str, arg: str | None = None, overrides: dict | None = None
   spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(arg)
+  return apply_overrides(module.get_config(arg), overrides)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -> ml_collections.ConfigDict:
+  """`config` with dotted `{"train.steps": 10}` values set (a misspelt key raises), locked again."""
   config.unlock()
   for key, value in (overrides or {}).items():
     node = config
