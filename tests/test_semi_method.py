@@ -25,11 +25,12 @@ from maskseg_jax.methods.semi_supervised import task as semi_supervised
 from maskseg_jax.methods.semi_supervised import terms as semi_terms
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
-UNIMATCH = ("loss", "loss_x", "loss_s1", "loss_s2", "loss_fp", "conf_frac", "lr")
+DIAG = ("pl_acc", "pl_acc_conf", "pl_tv")  # semi.diagnostics, on by default where the unlabeled images have truth
+UNIMATCH = ("loss", "loss_x", "loss_s1", "loss_s2", "loss_fp", "conf_frac", "lr") + DIAG
 S4MIM = ("loss_rec", "loss_agg", "loss_sem", "proto_classes")
 EXPECTED_KEYS = {
     "supervised": {"loss", "loss_x", "lr"},
-    "fixmatch": {"loss", "loss_x", "loss_s1", "conf_frac", "lr"},
+    "fixmatch": {"loss", "loss_x", "loss_s1", "conf_frac", "lr", *DIAG},
     "unimatch": set(UNIMATCH),
     "s4mim": set(UNIMATCH + S4MIM),
     "maskmatch": set(UNIMATCH + ("loss_mask",)),
@@ -140,7 +141,7 @@ def test_paper_weighting_against_an_independent_forward(tmp_path_factory):
   config = tiny_config("unimatch", **dict(over))
   task, _, _ = compiled("unimatch", 1, str(tmp_path_factory.getbasetemp() / "unimatch1"), over)
   # The same initial model, built independently (deterministic by seed), for a reference forward in train-mode
-  # BN: the step's passes see [a, a], [a, a, a] and [a, a], whose batch statistics equal those of [a].
+  # BN: the step's passes see [a, a], [a, a, a, a] and [a, a], whose batch statistics equal those of [a].
   mdef, _, ref_state = semi_model.build_model_and_state(config, semi_terms.Terms.from_config(config))
   for a, b in zip(jax.tree.leaves(ref_state["params"]), jax.tree.leaves(task.state["params"])):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -151,7 +152,7 @@ def test_paper_weighting_against_an_independent_forward(tmp_path_factory):
   h = float(jnp.mean(-jnp.log(jnp.max(probs, -1))))
   no_box = np.zeros(image.shape[:3], bool)
   batch = {"image": image, "label": labels, "u_image": image, "u_image_s1": image, "u_image_s2": image,
-           "u_cutmix_box1": no_box, "u_cutmix_box2": no_box, "u_ignore_mask": no_box}
+           "u_cutmix_box1": no_box, "u_cutmix_box2": no_box, "u_ignore_mask": no_box, "u_truth": labels}
   _, m, _ = run_step("unimatch", tmp_path_factory, overrides=over, batch=batch)
   for k in ("loss_x", "loss_s1", "loss_s2", "loss_fp"):
     assert m[k] == pytest.approx(h, rel=1e-4), (k, m[k], h)
