@@ -68,6 +68,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.deep_stem = True
   m.output_stride = 16
   m.dropout = 0.1
+  m.align_corners = False      # DeepLabV3+ bilinear upsampling grid: False half-pixel, True UniMatch's corners
   m.dtype = "float32"          # compute dtype (bfloat16 on accelerators); parameters stay float32
   m.init_from = ""             # fine-tuning: load weights (all but the output layer) from this run folder
 

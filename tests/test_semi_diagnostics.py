@@ -4,6 +4,7 @@ thresholds, and encoders of pretraining runs loaded into the semi-supervised Dee
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import jax
@@ -67,6 +68,40 @@ def test_hidden_truth_is_in_the_stream_but_never_in_the_loss(tmp_path_factory):
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(state2)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert m2["pl_acc"] == 0.0  # no truth at all: nothing counted
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_diagnostics_are_in_metrics_jsonl_by_default(on, tmp_path):
+  """A plain semi run logs pseudo-label accuracy, pass rate and class shares (semi.diagnostics defaults on, the
+  synthetic unlabeled images have truth); semi.diagnostics=False removes every one of those keys."""
+  assert tiny_config("fixmatch").semi.diagnostics is True
+  over = {"train.steps": 2, "train.log_every": 1, "train.eval_every": 2, "train.checkpoint_every": 2,
+          "semi.diag_images": 8, **({} if on else {"semi.diagnostics": False})}
+  train.run(tiny_config("fixmatch", **over), str(tmp_path))
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  train_rows = [r for r in rows if r["split"] == "train"]
+  evals = [r for r in rows if r["split"] == "eval"]
+  assert [r["step"] for r in train_rows] == [1, 2] and evals
+  assert all("conf_frac" in r for r in train_rows)  # the step's pass rate is a loss-side metric: always there
+  diag_keys = sorted({k for r in rows for k in r if k.startswith(("pl_", "semi_diag/"))})
+  if not on:
+    assert diag_keys == []
+    return
+  for r in train_rows:
+    assert {"pl_acc", "pl_acc_conf", "pl_tv"} <= set(r) and 0.0 <= r["pl_acc"] <= 1.0
+  e = evals[-1]
+  names = ("background", "shape_1", "shape_5")
+  expected = {"semi_diag/conf_frac", "semi_diag/pl_acc", "semi_diag/pl_tv",
+              *(f"semi_diag/{what}/{n}" for what in ("pl_share", "truth_share", "pass") for n in names)}
+  assert expected <= set(e)
+  assert sum(e[f"semi_diag/truth_share/{n}"] for n in ("background",) + tuple(f"shape_{i}" for i in range(1, 6))) \
+      == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_source_without_labels_carries_no_truth():
+  assert semi_streams.carries_truth([{"image": np.zeros((2, 2, 3), np.uint8), "label": np.zeros((2, 2))}])
+  assert not semi_streams.carries_truth([{"image": np.zeros((2, 2, 3), np.uint8)}])
+  assert not semi_streams.carries_truth([])
 
 
 def test_pseudo_label_sums_on_a_hand_made_batch():
@@ -268,8 +303,7 @@ def test_semi_unet_from_pretraining_perturbs_every_encoder_map(tmp_path, monkeyp
       np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(saved_p[inner]), err_msg=name)
   labeled, unlabeled, _ = semi_streams.load_semi_sources(config, str(tmp_path))
   batch = {k: jnp.asarray(v) for k, v in next(semi_streams.train_stream(config, labeled, unlabeled)).items()}
-  k = jax.random.split(jax.random.PRNGKey(0), 6)
-  keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
+  keys = semi_step.step_keys(jax.random.PRNGKey(0))
   dropped = []
   real = consistency.channel_dropout
   monkeypatch.setattr(consistency, "channel_dropout", lambda x, *a, **kw: dropped.append(x.shape) or real(x, *a, **kw))
@@ -277,7 +311,7 @@ def test_semi_unet_from_pretraining_perturbs_every_encoder_map(tmp_path, monkeyp
   loss, out, _ = semi_step._forward(model, state, batch, keys, None, terms)
   b = config.data.batch_size
   assert sorted(s[-1] for s in dropped) == sorted(model.segmenter.backbone.channels[f"stride{r}"] for r in (4, 8, 16, 32))
-  assert all(s[0] == b for s in dropped)
+  assert all(s[0] == 2 * b for s in dropped)  # semi.fp_labeled: labeled and weak rows, as UniMatch
   assert np.isfinite(float(loss)) and {"loss_x", "loss_fp", "loss_s1", "loss_rec"} <= set(out)
   assert all(np.isfinite(float(v)) for v in out.values())
 

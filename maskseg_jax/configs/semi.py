@@ -158,6 +158,8 @@ def get_config(arg: str | None = None):
   c.method = "semi_supervised"
   c.data.name = a["dataset"]
   c.model.name = "deeplabv3plus"
+  # UniMatch's DeepLabV3+: no dropout in the ASPP, bilinear upsampling with corners aligned
+  c.model.dropout, c.model.align_corners = 0.0, True
   DATASETS[a["dataset"]](c, a)
   c.lock()
   return c

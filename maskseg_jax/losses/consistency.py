@@ -41,18 +41,20 @@ def _take_batch(x, index):
   return x[index]
 
 
-def cutmix_mix(images, box, partner_index):
-  """Pastes `images[partner_index]` inside `box` (bool[B,H,W]); images are [B,H,W] or [B,H,W,C]."""
+def cutmix_mix(images, box, partner_index, source=None):
+  """Pastes `source[partner_index]` (default `images[...]`) inside `box` (bool[B,H,W]); [B,H,W] or [B,H,W,C]."""
   images, box = jnp.asarray(images), jnp.asarray(box).astype(bool)
+  source = images if source is None else jnp.asarray(source)
   if images.ndim == box.ndim + 1:
     box = box[..., None]
-  return jnp.where(box, _take_batch(images, partner_index), images)
+  return jnp.where(box, _take_batch(source, partner_index), images)
 
 
-def cutmix_targets(yhat, conf, ignore, box, partner_index):
-  """Pseudo-label, confidence and ignore mask of a CutMix-ed view: the partner's inside the box."""
-  return (cutmix_mix(yhat, box, partner_index), cutmix_mix(conf, box, partner_index),
-          cutmix_mix(ignore, box, partner_index))
+def cutmix_targets(yhat, conf, ignore, box, partner_index, source=None):
+  """Pseudo-label, confidence and ignore mask of a CutMix-ed view: the partner's inside the box, taken from
+  `source` = (yhat, conf, ignore) of another labelling of the same images when given (UniMatch's eval pass)."""
+  src = (None, None, None) if source is None else source
+  return tuple(cutmix_mix(a, box, partner_index, s) for a, s in zip((yhat, conf, ignore), src))
 
 
 def confident_ce(logits, yhat, conf, ignore, tau: float):
@@ -96,11 +98,17 @@ def ohem_ce(logits, labels, thresh: float = 0.7, min_kept: int = 200000, ignore_
   return cross_entropy(logits, jnp.where(kept, labels, ignore_label), ignore_label=ignore_label)
 
 
+def channel_keep(rng, shape, rate: float):
+  """bool[B, 1.., C] channels `channel_dropout` keeps for features of `shape` (NHWC): one draw per sample and
+  channel, each kept with probability 1 - rate."""
+  return jax.random.bernoulli(rng, 1.0 - rate, (shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],))
+
+
 def channel_dropout(x, rng, rate: float = 0.5):
   """Dropout2d on NHWC features: zeroes whole channels per sample, scales the rest by 1 / (1 - rate)."""
   if rate <= 0.0:
     return x
-  keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],))
+  keep = channel_keep(rng, x.shape, rate)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype)).astype(x.dtype)
 
 

@@ -1,7 +1,8 @@
 """Model registry: `build_model(config.model, num_classes, rngs)` picks a builder by `model.name`.
 
 Builders map the shared `config.model` fields (name, backbone, width, deep_stem, output_stride, dropout, and an
-optional dtype) onto one model's constructor, so methods never branch on the model name.
+optional dtype; DeepLabV3+ also reads `align_corners`) onto one model's constructor, so methods never branch on
+the model name.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def _dtype(model_config) -> Any:
 def _build_deeplabv3plus(model_config, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
   return DeepLabV3Plus(num_classes, depth=_depth(model_config), width=model_config.width,
                        deep_stem=model_config.deep_stem, output_stride=model_config.output_stride,
-                       dropout=model_config.dropout, dtype=_dtype(model_config), rngs=rngs)
+                       dropout=model_config.dropout, align_corners=model_config.get("align_corners", False),
+                       dtype=_dtype(model_config), rngs=rngs)
 
 
 def _build_unet(model_config, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:

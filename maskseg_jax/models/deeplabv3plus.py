@@ -40,9 +40,10 @@ class DeepLabV3Plus(nnx.Module):
   """DeepLabV3+ on a ResNet: `model(x, train=...)` -> float32 logits [B, H, W, num_classes]."""
 
   def __init__(self, num_classes: int, *, depth: int = 50, width: float = 1.0, deep_stem: bool = True,
-               output_stride: int = 16, dropout: float = 0.1, fp_dropout: float = 0.5, dtype: Any = None,
-               rngs: nnx.Rngs):
+               output_stride: int = 16, dropout: float = 0.1, fp_dropout: float = 0.5, align_corners: bool = False,
+               dtype: Any = None, rngs: nnx.Rngs):
     self.num_classes = num_classes
+    self.align_corners = align_corners  # bilinear grid of both upsamplings (UniMatch: True)
     self.backbone = ResNet(depth, width=width, deep_stem=deep_stem, output_stride=output_stride, dtype=dtype,
                            rngs=rngs)
     # Rates 6/12/18 are defined at output stride 16; keep the same receptive field at other strides.
@@ -69,7 +70,7 @@ class DeepLabV3Plus(nnx.Module):
 
   def decode(self, low: jax.Array, high: jax.Array, *, train: bool) -> jax.Array:
     """-> the fused stride-4 map (`feature_channels` wide) that the classifier reads."""
-    high = resize_to(self.aspp(high, train=train), low.shape[1:3])
+    high = resize_to(self.aspp(high, train=train), low.shape[1:3], align_corners=self.align_corners)
     y = jnp.concatenate([self.reduce(low, train=train), high], axis=-1)
     for unit in self.fuse:
       y = unit(y, train=train)
@@ -81,4 +82,5 @@ class DeepLabV3Plus(nnx.Module):
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     low, high = self.encode(x, train=train)
-    return logits_at(self.classify(self.decode(low, high, train=train)), x.shape[1:3])
+    return logits_at(self.classify(self.decode(low, high, train=train)), x.shape[1:3],
+                     align_corners=self.align_corners)

@@ -13,6 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from maskseg_jax.errors import ConfigError
@@ -191,16 +192,46 @@ class ResNet(nnx.Module):
     return feats
 
 
-def resize_to(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
-  """Bilinear resize of NHWC `x` to spatial size `hw` (no-op when it already matches)."""
-  if tuple(x.shape[1:3]) == tuple(hw):
-    return x
+def _corner_weights(n_in: int, n_out: int) -> np.ndarray:
+  """float64[n_out, n_in] bilinear weights that map corner pixels onto corner pixels (PyTorch's
+  align_corners=True): output i samples input i * (n_in - 1) / (n_out - 1)."""
+  src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+  lo = np.clip(np.floor(src).astype(int), 0, n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  w = src - lo
+  m = np.zeros((n_out, n_in))
+  np.add.at(m, (np.arange(n_out), lo), 1.0 - w)
+  np.add.at(m, (np.arange(n_out), hi), w)
+  return m
+
+
+def _resize_corners(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
+  """Bilinear, corners aligned: two small matmuls (full precision, so accelerators do not round to bf16)."""
+  mh = jnp.asarray(_corner_weights(x.shape[1], hw[0]), x.dtype)
+  mw = jnp.asarray(_corner_weights(x.shape[2], hw[1]), x.dtype)
+  hi = jax.lax.Precision.HIGHEST
+  return jnp.einsum("pw,bowc->bopc", mw, jnp.einsum("oh,bhwc->bowc", mh, x, precision=hi), precision=hi)
+
+
+def _resize_half_pixel(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
   return jax.image.resize(x, (x.shape[0], hw[0], hw[1], x.shape[3]), method="bilinear")
 
 
-def logits_at(x: jax.Array, hw: tuple[int, int]) -> jax.Array:
-  """Casts logits to float32 before upsampling, so bfloat16 compute still yields float32 outputs."""
-  return resize_to(x.astype(jnp.float32), hw)
+# align_corners -> bilinear resize: False is jax.image's half-pixel grid (torchvision's DeepLab), True the
+# corner-aligned grid of UniMatch's DeepLabV3+ (F.interpolate(..., align_corners=True)).
+RESIZERS = {False: _resize_half_pixel, True: _resize_corners}
+
+
+def resize_to(x: jax.Array, hw: tuple[int, int], *, align_corners: bool = False) -> jax.Array:
+  """Bilinear resize of NHWC `x` to spatial size `hw` (no-op when it already matches)."""
+  if tuple(x.shape[1:3]) == tuple(hw):
+    return x
+  return RESIZERS[bool(align_corners)](x, hw)
+
+
+def logits_at(x: jax.Array, hw: tuple[int, int], *, align_corners: bool = False) -> jax.Array:
+  """Casts logits to at least float32 before upsampling, so bfloat16 compute still yields float32 outputs."""
+  return resize_to(x.astype(jnp.promote_types(x.dtype, jnp.float32)), hw, align_corners=align_corners)
 
 
 # ------------------------------------------------------------------------------------------ torch names

@@ -37,6 +37,10 @@ DEFAULTS = dict(
     w_s2=0.25,                   # strong view 2 (CutMix-ed)
     w_fp=0.5,                    # feature-perturbed weak view
     fp_dropout=0.5,              # Dropout2d rate of the feature perturbation (low and high features)
+    fp_labeled=True,             # the perturbed decoder pass also sees the labeled rows' dropped features (they
+                                 # reach no loss, only its BN statistics), as UniMatch's code; False: weak only
+    mix_teacher="weak",          # CutMix-box labels: weak (the partner's weak-branch pseudo-label, one pass less)
+                                 # | eval (a no-gradient eval-mode pass over the partners, UniMatch's code)
     ohem=False,                  # OHEM for L_x (Cityscapes)
     ohem_thresh=0.7,
     ohem_min_kept=200000,
@@ -68,9 +72,11 @@ DEFAULTS = dict(
                                  # tau * b/(2-b), b = the class's confident share / the largest, FlexMatch-style)
     tau_min=0.5,                 # floor of the class-wise thresholds
     threshold_momentum=0.99,     # EMA of the per-class confident shares (threshold="flexmatch")
-    diagnostics=False,           # True: the unlabeled stream carries the images' truth as u_truth (read by no
-                                 # loss), the step reports pl_acc / pl_acc_conf / pl_tv, and every eval adds
-                                 # semi_diag/* pseudo-label vs truth class shares on diag_images unlabeled images
+    diagnostics=True,            # where the unlabeled images have labels (synthetic, CamVid, VOC, Cityscapes):
+                                 # the unlabeled stream carries them as u_truth (read by no loss), the step
+                                 # reports pl_acc / pl_acc_conf / pl_tv next to conf_frac (the pass rate), and
+                                 # every eval adds semi_diag/* (pass rate, accuracy, per-class pseudo-label vs
+                                 # truth shares) on diag_images unlabeled images; False: none of it
     diag_images=32,
 )
 

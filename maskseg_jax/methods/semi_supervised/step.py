@@ -6,22 +6,28 @@ One pure train step whose loss terms are switched by `config.semi` weights (see 
       + l_mask L_mask
 
 Forward passes (train-mode BN), one per kind of input so BN statistics are not mixed with masked images:
-(1) labeled + weak views through the encoder, the decoder run on clean and, for the weak part, channel-dropped
-(low, high) features; (2) both CutMix-ed strong views; (3) the masked weak views (S4MIM and MaskMatch, when on),
-whose BN running-statistics update is discarded, so eval-mode statistics describe unmasked images only.
+(1) labeled + weak views through the encoder, the decoder run on clean and channel-dropped (low, high) features,
+of the labeled and weak rows (`fp_labeled`, UniMatch's code: the dropped labeled rows reach no loss, only the
+decoder's batch statistics) or of the weak rows only; (2) both CutMix-ed strong views; (3) the masked weak
+views (S4MIM and MaskMatch, when on), whose BN running-statistics update is discarded, so eval-mode statistics
+describe unmasked images only.
 Pseudo-labels come from the weak branch of (1) under stop-gradient, or, when `ensemble_scales` or `ema_decay` is
 set, from separate teacher passes of the student's (or the EMA teacher's) weights, averaged over scales
 (MaskMatch); those labels then drive every unsupervised term. BN in teacher passes: each pass's batch
 statistics with the update discarded (`teacher_batch_stats`, the default: what the weak branch does), or eval
-mode on running statistics. Prototypes (S4MIM) and the EMA teacher live in `state["extra"]`, are updated
-outside the gradient and are checkpointed with the state.
+mode on running statistics. Inside a CutMix box the partner's pseudo-label is its weak-branch one
+(`mix_teacher="weak"`, no extra pass), or, as UniMatch's code labels its second unlabeled batch, that of a
+no-gradient eval-mode pass over the partners before the step (`"eval"`). Prototypes (S4MIM) and the EMA
+teacher live in `state["extra"]`, are updated outside the gradient and are checkpointed with the state.
 
 This project's extensions (off by default, see `config.py`): `warmup_steps` / `rampup_steps` start the
 unlabeled terms after a labeled-only warm-up (`unlabeled_weight`); `ensemble_guard` combines the teacher's
 scales by a collapse guard instead of the plain mean (`ENSEMBLE_GUARDS`); `threshold="flexmatch"` replaces
 the one `tau` by class-wise thresholds from an EMA of each class's confident share (`THRESHOLDS`, state
-`extra["class_conf"]`); `diagnostics` adds pseudo-label accuracy against the unlabeled truth (`u_truth`, read
-by `diagnostics.py` only) to the step metrics and a `SemiDiagnostics` evaluator to every eval.
+`extra["class_conf"]`). `diagnostics` (on by default where the unlabeled images have labels) adds
+pseudo-label accuracy against the unlabeled truth (`u_truth`, read by `diagnostics.py` only) to the step
+metrics and a `SemiDiagnostics` evaluator to every eval. experiments/parity_unimatch.py compares this step with
+UniMatch's PyTorch code on identical weights, batch, CutMix boxes and channel masks (`step_keys`).
 """
 
 from __future__ import annotations
@@ -82,10 +88,30 @@ def _fp_keys(keys: dict, n: int) -> list:
   return [keys["fp_low"], keys["fp_high"], *(jax.random.fold_in(keys["fp_high"], i) for i in range(2, n))][:n]
 
 
-def _with_dropped_copy(feature, key, rate: float):
-  """(labeled, weak) joined map -> (labeled, weak, weak with whole channels dropped): UniMatch's FP branch."""
+def _with_dropped_copy(feature, key, rate: float, labeled: bool):
+  """(labeled, weak) joined map -> (labeled, weak, [labeled dropped,] weak dropped): UniMatch's FP branch.
+
+  With `labeled` (UniMatch's code) the whole joined map gets a channel-dropped copy: the dropped labeled rows
+  reach no loss but share the decoder's batch statistics, as in the reference; without, only the weak rows do
+  (a quarter less decoder work, other BN statistics). Masks are `cons.channel_keep(key, rows.shape, rate)` of
+  the rows dropped, joined order (x0, u0, x1, u1, ...) when `labeled`.
+  """
   f_x, f_u = _unjoin(feature, 2)
+  if labeled:
+    d_x, d_u = _unjoin(cons.channel_dropout(feature, key, rate), 2)
+    return _join([f_x, f_u, d_x, d_u])
   return _join([f_x, f_u, cons.channel_dropout(f_u, key, rate)])
+
+
+def _logits(seg, fused, hw):
+  """Classifier logits upsampled to the crop on the segmenter's own grid (`align_corners`, DeepLabV3+)."""
+  return logits_at(seg.classify(fused), hw, align_corners=getattr(seg, "align_corners", False))
+
+
+def _eval_probs(mdef: base.ModelDef, state: dict, images):
+  """Softmax of an eval-mode (running statistics) pass, gradient stopped: UniMatch's CutMix-partner labels."""
+  model = mdef.merge(state["params"], state["batch_stats"])
+  return jax.lax.stop_gradient(jax.nn.softmax(model(images, train=False).astype(jnp.float32), axis=-1))
 
 
 def _teacher_probs(mdef: base.ModelDef, state: dict, images, key, terms: Terms, ignore=None):
@@ -165,8 +191,11 @@ def _s4mim_losses(model: SemiModel, fea, u_w, pixel_mask, yhat, conf, ignore, me
   return new_memory
 
 
-def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, terms: Terms):
+def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, terms: Terms, mix_probs=None):
   """-> (total loss, per-term metrics, {extra-state key: new value}). Pure in the model's parameters.
+
+  `mix_probs` (semi.mix_teacher="eval"): the class probabilities whose partner rows label the CutMix boxes,
+  instead of the weak branch's own pseudo-labels.
 
   `batch["u_truth"]` (with `semi.diagnostics`) is read by `diag.step_metrics` only, never by a loss.
   """
@@ -186,9 +215,10 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
   feats = seg.encode(_join([x, u_w]), train=True)  # the encoder's maps (DeepLabV3+: low, high; U-Net: 4 levels)
   fp = terms.w_fp > 0
   if fp:
-    feats = tuple(_with_dropped_copy(f, k, terms.fp_dropout) for f, k in zip(feats, _fp_keys(keys, len(feats))))
-  logits = logits_at(seg.classify(seg.decode(*feats, train=True)), hw)
-  logits_x, logits_w, *rest = _unjoin(logits, 3 if fp else 2)
+    feats = tuple(_with_dropped_copy(f, k, terms.fp_dropout, terms.fp_labeled)
+                  for f, k in zip(feats, _fp_keys(keys, len(feats))))
+  logits = _logits(seg, seg.decode(*feats, train=True), hw)
+  logits_x, logits_w, *rest = _unjoin(logits, (4 if terms.fp_labeled else 3) if fp else 2)
   out["loss_x"] = _labeled_loss(logits_x, y, terms)
   if teacher_probs is None:
     yhat, conf = cons.pseudo_labels(logits_w)
@@ -205,19 +235,20 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
   if terms.diagnostics:
     out.update(diag.step_metrics(yhat, conf, thr(yhat), ignore, batch[U + "truth"], terms.num_classes))
   if fp:
-    out["loss_fp"] = _mean(cons.confident_ce(rest[0], yhat, conf, ignore, thr(yhat)))
+    out["loss_fp"] = _mean(cons.confident_ce(rest[-1], yhat, conf, ignore, thr(yhat)))
 
   # (2) strong views, each with the partner's strong view pasted inside its CutMix box.
   partner = cons.roll_partner(bu)
+  mix = None if mix_probs is None else (*cons.pseudo_labels_from_probs(mix_probs), ignore)
   views, targets, names = [], [], []
   for i, w in ((1, terms.w_s1), (2, terms.w_s2)):
     if w > 0:
       box = batch[f"{U}cutmix_box{i}"]
       views.append(cons.cutmix_mix(batch[f"{U}image_s{i}"], box, partner))
-      targets.append(cons.cutmix_targets(yhat, conf, ignore, box, partner))
+      targets.append(cons.cutmix_targets(yhat, conf, ignore, box, partner, source=mix))
       names.append(f"loss_s{i}")
   if views:
-    logits_s = _unjoin(seg(_join(views), train=True), len(views))
+    logits_s = _unjoin(seg(_join(views), train=True), len(views))  # the segmenter's own grid (align_corners)
     for name, lg, (t_y, t_c, t_ig) in zip(names, logits_s, targets):
       out[name] = _mean(cons.confident_ce(lg, t_y, t_c, t_ig, thr(t_y)))
 
@@ -234,7 +265,7 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
     running = jax.tree.map(lambda v: v, nnx.state(seg, nnx.BatchStat))
     fea_all = seg.decode(*seg.encode(masked, train=True), train=True)
     nnx.update(seg, running)
-    logits_m = _unjoin(logits_at(seg.classify(fea_all), hw), len(masks))
+    logits_m = _unjoin(_logits(seg, fea_all, hw), len(masks))
     if terms.s4mim:
       if terms.l_sem > 0:
         out["loss_sem"] = _mean(cons.confident_ce(logits_m[0], yhat, conf, ignore, thr(yhat)))
@@ -291,21 +322,31 @@ def make_warmup_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   return warmup_step
 
 
+STEP_KEYS = ("dropout", "fp_low", "fp_high", "mim", "mask", "teacher")
+
+
+def step_keys(rng) -> dict:
+  """The step's random keys by use, from its `rng`: e.g. `fp_low` / `fp_high` draw the feature-perturbation
+  channel masks (`cons.channel_keep`), so a comparison with another implementation can reproduce them."""
+  return dict(zip(STEP_KEYS, jax.random.split(rng, len(STEP_KEYS))))
+
+
 def make_train_step(mdef: base.ModelDef, tx, lr_fn, terms: Terms):
   """Pure `(state, batch, rng) -> (state, metrics)`; metrics hold every active loss term every step."""
 
   def train_step(state, batch, rng):
-    k = jax.random.split(rng, 6)
-    keys = dict(dropout=k[0], fp_low=k[1], fp_high=k[2], mim=k[3], mask=k[4], teacher=k[5])
-    teacher_probs = None
+    keys = step_keys(rng)
+    teacher_probs = mix_probs = None
     if terms.unlabeled and terms.teacher_pass:
       teacher_probs = _teacher_probs(mdef, state, batch[U + "image"], keys["teacher"], terms,
                                      batch[U + "ignore_mask"])
+    elif terms.mix_teacher == "eval" and (terms.w_s1 > 0 or terms.w_s2 > 0):  # before BN sees this batch
+      mix_probs = _eval_probs(mdef, state, batch[U + "image"])
 
     def objective(params):
       model = mdef.merge(params, state["batch_stats"])
       base.reseed_dropout(model, keys["dropout"])
-      total, out, updates = _forward(model, state, batch, keys, teacher_probs, terms)
+      total, out, updates = _forward(model, state, batch, keys, teacher_probs, terms, mix_probs)
       return total, (base.batch_stats_of(model), out, updates)
 
     (loss, (batch_stats, out, updates)), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])

@@ -75,6 +75,11 @@ class _UnlabeledView:
     return out
 
 
+def carries_truth(source) -> bool:
+  """Whether the unlabeled source's items have labels (the diagnostics' hidden truth); probes the first item."""
+  return len(source) > 0 and source[0].get("label") is not None
+
+
 def unlabeled_data_config(config):
   """data config of the unlabeled stream: padding labelled 254 (marked as ignore); same batch size (UniMatch's
   B + B, which lets the step interleave both batches without moving rows between devices)."""
@@ -85,13 +90,15 @@ def unlabeled_data_config(config):
 
 
 def train_stream(config, labeled_src, unlabeled_src=None, *, process_index: int = 0,
-                 process_count: int = 1) -> pipeline.ZippedIterator:
+                 process_count: int = 1, keep_truth: bool | None = None) -> pipeline.ZippedIterator:
   """Batches {"image", "label"} (+ "u_image", "u_image_s1/2", "u_cutmix_box1/2", "u_ignore_mask"; "u_truth" with
-  semi.diagnostics)."""
+  `keep_truth`, default semi.diagnostics)."""
+  if keep_truth is None:
+    keep_truth = bool(config.semi.get("diagnostics", False))
   kw = dict(process_index=process_index, process_count=process_count)
   streams = {"": pipeline.train_iterator(labeled_src, config.data, config.seed, **kw)}
   if unlabeled_src is not None:
     udc = unlabeled_data_config(config)
     streams[UNLABELED_PREFIX] = pipeline.train_iterator(
-        unlabeled_src, udc, config.seed + 1, extra_transform=_UnlabeledView(udc, config.semi, bool(config.semi.get("diagnostics", False))), **kw)
+        unlabeled_src, udc, config.seed + 1, extra_transform=_UnlabeledView(udc, config.semi, keep_truth), **kw)
   return pipeline.ZippedIterator(streams)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from maskseg_jax import optim
@@ -30,8 +32,11 @@ def build(config, mesh, workdir: str) -> base.Task:
   terms = Terms.from_config(config)
   dc = config.data
   labeled_src, unlabeled_src, val_src = semi_streams.load_semi_sources(config, workdir, unlabeled=terms.unlabeled)
+  # Diagnostics (on by default) need the unlabeled images' truth: off, silently, for a source without labels.
+  has_truth = unlabeled_src is not None and semi_streams.carries_truth(unlabeled_src)
+  terms = dataclasses.replace(terms, diagnostics=terms.diagnostics and has_truth)
   train_iter = semi_streams.train_stream(config, labeled_src, unlabeled_src, process_index=jax.process_index(),
-                                         process_count=jax.process_count())
+                                         process_count=jax.process_count(), keep_truth=terms.diagnostics)
   prior = None
   if terms.ensemble_guard == "prior":
     prior = labeled_class_prior(labeled_src, terms.num_classes, terms.ignore_label)

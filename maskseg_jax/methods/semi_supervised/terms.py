@@ -26,6 +26,8 @@ class Terms:
   w_s2: float
   w_fp: float
   fp_dropout: float
+  fp_labeled: bool
+  mix_teacher: str
   ohem: bool
   ohem_thresh: float
   ohem_min_kept: int
@@ -72,6 +74,12 @@ class Terms:
       raise ConfigError(f"config.semi.ema_decay={self.ema_decay}; expected 0 (off) or a decay in (0, 1)")
     if not 0.0 <= self.fp_dropout < 1.0:
       raise ConfigError(f"config.semi.fp_dropout={self.fp_dropout}; expected a rate in [0, 1)")
+    if self.mix_teacher not in MIX_TEACHERS:
+      raise ConfigError(f"config.semi.mix_teacher={self.mix_teacher!r}; expected one of {list(MIX_TEACHERS)}")
+    if self.mix_teacher != "weak" and self.teacher_pass:
+      raise ConfigError(f"config.semi.mix_teacher={self.mix_teacher!r} labels CutMix boxes by an eval pass, but a "
+                        "teacher pass (ensemble_scales or ema_decay) already labels every unlabeled pixel; set "
+                        "config.semi.mix_teacher='weak'")
     if self.ensemble_guard not in ENSEMBLE_GUARDS:
       raise ConfigError(f"config.semi.ensemble_guard={self.ensemble_guard!r}; expected one of {sorted(ENSEMBLE_GUARDS)}")
     if self.ensemble_guard != "none" and not self.ensemble_scales:
@@ -96,6 +104,13 @@ class Terms:
   @property
   def teacher_pass(self) -> bool:
     return bool(self.ensemble_scales) or self.ema_decay > 0
+
+
+# Who labels the pixels pasted inside a CutMix box (the partner image's): "weak" the partner's own weak-branch
+# pseudo-label of the training forward (train-mode BN, no extra pass: this project's default), "eval" a separate
+# no-gradient eval-mode pass over the partner images before the step, as UniMatch's code does for its second
+# unlabeled batch.
+MIX_TEACHERS = {"weak": "weak-branch pseudo-labels of the partner", "eval": "eval-mode pass (UniMatch's code)"}
 
 
 # How the per-scale teacher softmax maps become one (MaskMatch's ensemble). "none" is the paper's plain mean;
