@@ -93,7 +93,7 @@ def load_reference(path: str, model_factory):
   _stub("albumentations", ImageOnlyTransform=ImageOnlyTransform, BasicTransform=object)
   _stub("albumentations.pytorch", ToTensorV2=object)
   _stub("config", AUGMENTATION_ARGS=cfg["augmentation_args"], SP_COUNT=int(cfg["seg_count"]),
-        CHECKPOINT_DIRECTORY="/nonexistent", SESSION_NAME="parity", SESSION_VERSION="0", EPOCHS=1,
+        CHECKPOINT_DIRECTORY="/nonexistent", EPOCHS=1,
         OPTIMIZER_ARGS={}, SCHEDULER_ARGS={})
   # The models package without its __init__ (that imports the segmentation U-Net and its zoo).
   _stub("models", __path__=[os.path.join(path, "models")], get_model=lambda name, args: model_factory())
