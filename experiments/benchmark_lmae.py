@@ -122,8 +122,8 @@ def main(argv=None) -> None:
   ap.add_argument("--model", action="append", default=[])
   ap.add_argument("--methods", default="model,nearest,geodesic")
   ap.add_argument("--missing", default="unknown_and_void")
-  ap.add_argument("--num_classes", type=int, default=None, help="--completion fills: the class count (default: "
-                  "--model's)")
+  ap.add_argument("--num_classes", type=int, default=None, help="the class count (default: --model's with "
+                  "--completion, 21 with --size)")
   ap.add_argument("--scale", default="train")
   ap.add_argument("--size", default="cpu", choices=sorted(SIZES))
   ap.add_argument("--config", default="lmae", help="with --config_arg: the config file under configs/")
@@ -133,7 +133,6 @@ def main(argv=None) -> None:
   ap.add_argument("--batch", type=int, default=None, help="batch size (default: 8, or the config's)")
   ap.add_argument("--steps", type=int, default=5)
   ap.add_argument("--ratios", default="0,0.5,0.75")
-  ap.add_argument("--num_classes", type=int, default=21)
   args = ap.parse_args(argv)
   sets = parse_sets(args.set)
   if sets and not args.config_arg:
@@ -152,8 +151,8 @@ def main(argv=None) -> None:
       c = named_config_for(args.config, args.config_arg, ratio, sets)
       num_classes, batch_size = int(c.data.num_classes), args.batch or int(c.data.batch_size)
     else:
-      c = config_for(args.size, ratio, args.num_classes)
-      num_classes, batch_size = args.num_classes, args.batch or 8
+      num_classes, batch_size = args.num_classes or 21, args.batch or 8
+      c = config_for(args.size, ratio, num_classes)
     mdef, tx, state = lmae_method.init_state(c, num_classes)
     step_fn = lmae_method.make_train_step(mdef, tx, optim.learning_rate(c.optim, 100), lc=c.lmae,
                                           model_config=c.model)

@@ -34,7 +34,7 @@ from maskseg_jax.methods.lmae import label_damage  # noqa: E402
 # damage -> the model's completion flags (the realistic-holes study's advice for that kind of hole)
 ROWS = {"objects": [], "blobs": ["--method=hybrid", "--min_missing=0.5"]}
 COLUMNS = ("image", "given (holes marked)", "L-MAE", "geodesic fill", "truth")
-MISSING_NAME, VOID_NAME = "missing", "void"
+MISSING_NAME = "missing"
 
 
 def val_stems(data: str, n: int, stride: int) -> list[str]:
@@ -64,14 +64,6 @@ def complete(images: str, labels: str, out: str, flags: list[str]) -> None:
   r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
   if r.returncode != 0:
     raise SystemExit(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
-
-
-def shown(label: np.ndarray) -> np.ndarray:
-  """Label values as legend indices: classes stay, missing (254) and void (255) go right after them."""
-  out = np.asarray(label, np.uint8).copy()
-  n = len(CAMVID_CLASSES)
-  out[label == label_damage.UNKNOWN], out[label == 255] = n, n + 1
-  return out
 
 
 def half(a: np.ndarray) -> np.ndarray:
@@ -111,9 +103,10 @@ def main(argv=None) -> str:
         given = np.asarray(Image.open(os.path.join(folder, "labels", f"{stem}.png")))
         model = np.asarray(Image.open(os.path.join(folder, "model", f"{stem}.png")))
         fill = np.asarray(Image.open(os.path.join(folder, "geodesic", f"{stem}.png")))
-        rows.append([half(image)] + [half(shown(x)) for x in (given, model, fill, label)])
-  names = [*CAMVID_CLASSES, MISSING_NAME, VOID_NAME]
-  picture = visualize.with_legend(visualize.grid(rows), len(names), names, titles=COLUMNS)
+        rows.append([half(image)] + [half(x) for x in (given, model, fill, label)])
+  legend = [(MISSING_NAME if name == "unknown" else name, rgb)
+            for name, rgb in visualize.class_legend(len(CAMVID_CLASSES), CAMVID_CLASSES, unknown=True)]
+  picture = visualize.with_legend(visualize.grid(rows), legend, titles=COLUMNS)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   Image.fromarray(picture).save(args.out, optimize=True)
   print(f"{args.out}: rows {list(ROWS)} x {args.per_damage}, images {stems}")

@@ -64,7 +64,7 @@ def test_picture_marks_holes_in_the_given_column_only(tmp_path, tiny_run):
   picture = np.asarray(Image.open(out).convert("RGB"))
   h, w, pad, title_h = H // 2, W // 2, 2, 12
   assert picture.shape[1] == len(pic.COLUMNS) * (w + pad) + pad
-  missing = visualize.palette()[len(pic.CAMVID_CLASSES)]
+  missing = np.array(visualize.UNKNOWN_COLOR, np.uint8)
 
   def cell(row, col):
     y, x = title_h + pad + row * (h + pad), pad + col * (w + pad)

@@ -197,7 +197,8 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
   `mix_probs` (semi.mix_teacher="eval"): the class probabilities whose partner rows label the CutMix boxes,
   instead of the weak branch's own pseudo-labels.
 
-  `batch["u_truth"]` (with `semi.diagnostics`) is read by `diag.step_metrics` only, never by a loss.
+  `batch["u_truth"]` (with `semi.diagnostics`, when the stream has it) is read by `diag.step_metrics` only,
+  never by a loss.
   """
   seg = model.segmenter
   x, y = batch["image"], batch["label"]
@@ -232,7 +233,7 @@ def _forward(model: SemiModel, state: dict, batch: dict, keys, teacher_probs, te
     confident = (conf >= terms.tau) & ~ignore
     share = _class_counts(yhat, confident, terms.num_classes) / jnp.maximum(jnp.sum(~ignore), 1.0)
     updates["class_conf"] = _ema(state["extra"]["class_conf"], share, terms.threshold_momentum)
-  if terms.diagnostics:
+  if terms.diagnostics and U + "truth" in batch:  # unlabeled sets without labels carry no truth
     out.update(diag.step_metrics(yhat, conf, thr(yhat), ignore, batch[U + "truth"], terms.num_classes))
   if fp:
     out["loss_fp"] = _mean(cons.confident_ce(rest[-1], yhat, conf, ignore, thr(yhat)))
