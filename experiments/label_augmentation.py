@@ -43,7 +43,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 import zlib
 
@@ -323,8 +322,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--seg_set", action="append", default=[], metavar="KEY=VALUE")
   ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
   ap.add_argument("--results", default="", help="also write the markdown (command on top) to this file")
-  ap.add_argument("--xla_cache", default=os.path.join(tempfile.gettempdir(), "maskseg_jax_xla_cache"),
-                  help="persistent compilation cache ('' = off)")
+  abl.add_xla_cache_flag(ap)
   args = ap.parse_args(argv)
   abl.setup_jax(args.xla_cache)
   from maskseg_jax.data import sources
@@ -387,9 +385,7 @@ def main(argv=None) -> dict:
   with open(os.path.join(args.workdir, "label_augmentation.json"), "w") as f:
     json.dump(report, f, indent=1)
   if args.results:
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    with open(args.results, "w") as f:
-      f.write(f"# L-MAE label augmentation\n\n```\n{command}\n```\n\n{markdown}\n")
+    abl.write_markdown(args.results, "L-MAE label augmentation", command, markdown)
   return report
 
 

@@ -245,6 +245,18 @@ def table(groups: dict, runs: dict, config_arg: str = "cpu", sets=()) -> str:
   return "\n".join(lines)
 
 
+def add_xla_cache_flag(ap: argparse.ArgumentParser) -> None:
+  ap.add_argument("--xla_cache", default=os.path.join(tempfile.gettempdir(), "maskseg_jax_xla_cache"),
+                  help="persistent compilation cache ('' = off)")
+
+
+def write_markdown(path: str, title: str, command: str, markdown: str) -> None:
+  """A results file: the title, the command that made it, the tables."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(f"# {title}\n\n```\n{command}\n```\n\n{markdown}\n")
+
+
 def setup_jax(xla_cache: str) -> None:
   import jax
   if xla_cache:
@@ -269,8 +281,7 @@ def main(argv=None) -> dict:
                   help="extra dotted config override for every variant (repeatable)")
   ap.add_argument("--tiny", action="store_true", help="minuscule smoke-test scale")
   ap.add_argument("--results", default="", help="also write the markdown (command on top) to this file")
-  ap.add_argument("--xla_cache", default=os.path.join(tempfile.gettempdir(), "maskseg_jax_xla_cache"),
-                  help="persistent compilation cache ('' = off)")
+  add_xla_cache_flag(ap)
   args = ap.parse_args(argv)
   setup_jax(args.xla_cache)
   ratios = [float(r) for r in args.ratios.split(",") if r]
@@ -304,9 +315,7 @@ def main(argv=None) -> dict:
   with open(os.path.join(args.workdir, "lmae_ablations.md"), "w") as f:
     f.write(markdown + "\n")
   if args.results:
-    os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
-    with open(args.results, "w") as f:
-      f.write(f"# L-MAE ablations\n\n```\n{command}\n```\n\n{markdown}\n")
+    write_markdown(args.results, "L-MAE ablations", command, markdown)
   return report
 
 

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -271,8 +270,7 @@ def main(argv=None) -> dict:
   ap.add_argument("--tiny", action="store_true", help=f"smoke test: {TINY_LIMIT} images")
   ap.add_argument("--results", default="", help="write the markdown (command on top) to this file")
   ap.add_argument("--json", default="", help="write the JSON here (default: --results with .json)")
-  ap.add_argument("--xla_cache", default=os.path.join(tempfile.gettempdir(), "maskseg_jax_xla_cache"),
-                  help="persistent compilation cache ('' = off)")
+  abl.add_xla_cache_flag(ap)
   args = ap.parse_args(argv)
   abl.setup_jax(args.xla_cache)
   from maskseg_jax.methods.lmae import label_damage as D
@@ -298,14 +296,11 @@ def main(argv=None) -> dict:
             "seconds": time.perf_counter() - start, "markdown": markdown}
   print(markdown)
   json_path = args.json or (os.path.splitext(args.results)[0] + ".json" if args.results else "")
-  for path in (args.results, json_path):
-    if path:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   if args.results:
-    with open(args.results, "w") as f:
-      f.write(f"# L-MAE on realistic holes (native resolution, {raw['images']} {args.split} images)\n\n"
-              f"```\n{command}\n```\n\n{markdown}\n")
+    abl.write_markdown(args.results, f"L-MAE on realistic holes (native resolution, {raw['images']} {args.split} "
+                       "images)", command, markdown)
   if json_path:
+    os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
     with open(json_path, "w") as f:
       json.dump(report, f, indent=1)
   return report

@@ -139,3 +139,23 @@ def load_config(path: str, arg: str | None = None, **overrides):
   """`configs/<path>`'s get_config(arg) with dotted overrides applied (`**{"train.steps": 4}`), then locked."""
   from maskseg_jax import config_base
   return config_base.load_config(os.path.join(REPO, path), arg, overrides)
+
+
+TINY_LMAE = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
+             "data.crop_size": (40, 40), "data.batch_size": 8, "data.eval_batch_size": 8,
+             "model.image_size": (32, 32), "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32,
+             "optim.plateau_accumulation": 2, "train.steps": 2, "train.log_every": 2, "train.eval_every": 2,
+             "train.checkpoint_every": 2, "train.num_images": 0}
+
+
+def tiny_lmae_config(**overrides):
+  """The tiny synthetic L-MAE (6 classes): 32 px input, patch 8 (16 patches), trained on 40 px crops, 2 steps."""
+  from maskseg_jax import config_base
+  return config_base.load_config("lmae", "synthetic", {**TINY_LMAE, **overrides})
+
+
+def train_tiny_lmae(workdir: str, **overrides) -> str:
+  """`tiny_lmae_config` trained into `workdir`: enough to load and complete files, not to complete them well."""
+  from maskseg_jax import train
+  train.run(tiny_lmae_config(**overrides), workdir)
+  return workdir

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import fixtures
-from maskseg_jax import complete, config_base, train
+from maskseg_jax import complete, train
 from maskseg_jax.data.sources import SyntheticSource
 from maskseg_jax.errors import ConfigError, DataError
 from maskseg_jax.methods.lmae import completion, label_folder, runs
@@ -29,22 +29,13 @@ from maskseg_jax.methods.lmae import inference as inf
 N = 6
 
 
-def tiny_config(**overrides):
-  """The tiny synthetic L-MAE: 32 px input, patch 8 (16 patches), trained on 40 px crops of 32 px images."""
-  base = {"data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
-          "data.crop_size": (40, 40), "data.batch_size": 8, "data.eval_batch_size": 8,
-          "model.image_size": (32, 32), "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32,
-          "optim.plateau_accumulation": 2, "train.steps": 2, "train.log_every": 2, "train.eval_every": 2,
-          "train.checkpoint_every": 2, "train.num_images": 0}
-  return config_base.load_config("lmae", "synthetic", {**base, **overrides})
+tiny_config = fixtures.tiny_lmae_config
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   """One tiny trained run (2 steps) shared by every test that loads a model from a workdir."""
-  workdir = str(tmp_path_factory.mktemp("lmae_run"))
-  train.run(tiny_config(), workdir)
-  return workdir
+  return fixtures.train_tiny_lmae(str(tmp_path_factory.mktemp("lmae_run")))
 
 
 def write_pairs(root, n=3, size=(30, 44), palette=True, box=(slice(5, 15), slice(8, 20)), void=False, seed=0):

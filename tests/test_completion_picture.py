@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import fixtures
-from maskseg_jax import config_base, train, visualize
+from maskseg_jax import visualize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 96, 128
@@ -45,15 +45,7 @@ def fake_camvid(root, n=2):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
   """A 2-step synthetic L-MAE (6 classes, 32 px input): enough to complete files, not to complete them well."""
-  workdir = str(tmp_path_factory.mktemp("picture_run"))
-  config = config_base.load_config("lmae", "synthetic", {
-      "data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
-      "data.crop_size": (40, 40), "data.batch_size": 8, "data.eval_batch_size": 8, "model.image_size": (32, 32),
-      "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32, "optim.plateau_accumulation": 2,
-      "train.steps": 2, "train.log_every": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
-      "train.num_images": 0})
-  train.run(config, workdir)
-  return workdir
+  return fixtures.train_tiny_lmae(str(tmp_path_factory.mktemp("picture_run")))
 
 
 def test_picture_marks_holes_in_the_given_column_only(tmp_path, tiny_run):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from maskseg_jax import config_base, train
+import fixtures
+from maskseg_jax import config_base
 from maskseg_jax.data import sources
 from maskseg_jax.methods.lmae import completion, runs
 from maskseg_jax.methods.lmae import label_damage as D
@@ -98,15 +99,7 @@ SYNTH = ["--config=lmae", "--config_arg=synthetic", "--set=data.synthetic.num_va
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
   """A tiny synthetic L-MAE trained 2 steps (32 px input, patch 8), as tests/test_complete.py trains it."""
-  workdir = str(tmp_path_factory.mktemp("lmae_run"))
-  c = config_base.load_config("lmae", "synthetic", {
-      "data.synthetic.num_train": 16, "data.synthetic.num_val": 8, "data.synthetic.image_size": (32, 32),
-      "data.crop_size": (40, 40), "data.batch_size": 8, "data.eval_batch_size": 8, "model.image_size": (32, 32),
-      "model.patch_size": 8, "model.enc_dim": 64, "model.dec_dim": 32, "optim.plateau_accumulation": 2,
-      "train.steps": 2, "train.log_every": 2, "train.eval_every": 2, "train.checkpoint_every": 2,
-      "train.num_images": 0})
-  train.run(c, workdir)
-  return workdir
+  return fixtures.train_tiny_lmae(str(tmp_path_factory.mktemp("lmae_run")))
 
 
 def hand_scores(truth, pred, n):
