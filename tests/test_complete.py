@@ -630,6 +630,21 @@ def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
   assert report["hole_routes"]["object"] == 0 and report["hole_routes"]["blob"] == pytest.approx(928 / 960)
 
 
+
+def test_auto_keeps_the_blob_fill_where_the_model_is_unsure():
+  """rule.blob_confidence: deep in a blob the model's label only where its confidence (the stub's: e / (e + 5)
+  = 0.35) reaches it, else the blob's geodesic fill; objects keep the model's label at any confidence."""
+  from maskseg_jax.methods.lmae import hole_routes as H
+  image, label = _three_holes()
+  c = dataclasses.replace(stub_completer(3, []), window=(64, 64))
+  for bar, deep_blob in ((0.3, 3), (0.4, 2)):
+    complete_pair = completion.pair_completer("auto", [c], missing="unknown", scale="fit",
+                                              rule=H.HoleRule(blob_confidence=bar))
+    out, report = complete_pair(image, label, name="x")
+    assert (out[49:52, 49:52] == deep_blob).all() and (out[38:50, 8:20] == 3).all(), bar
+    assert np.isnan(report["confidence_map"][49:52, 49:52]).all() == (deep_blob == 2)
+
+
 def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
   """experiments/lmae_select.py: each variant is an eval of a scratch copy (the run folder is never written);
   the run's own settings reproduce its eval; an evaluation-time change (the fill blend) changes the score."""

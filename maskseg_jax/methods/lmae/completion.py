@@ -367,8 +367,9 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   """This project's extension (`--method=auto`, the default): each hole takes the completion that wins on its
   shape (`hole_routes`): thin gaps the nearest fill; holes outlined by image edges (object candidates) get
   their patches masked whole, and stay objects (the model's completion throughout) where the model puts a class
-  their rim lacks; other holes (blobs) the hybrid: the geodesic fill within `radius` of a given pixel and in
-  patches less than `min_missing` missing, the model elsewhere. One model pass serves every hole: the missing
+  their rim lacks; other holes (blobs) the hybrid: the geodesic fill within `radius` of a given pixel, in
+  patches less than `min_missing` missing and where the model is less sure than `rule.blob_confidence`, the
+  model elsewhere. One model pass serves every hole: the missing
   pixels it leaves visible reach it pre-filled by their hole's fill."""
   mode = MISSING[missing]
   if not mode.exact:
@@ -388,8 +389,10 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
                                force=(routes == hole_routes.OBJECT, routes == hole_routes.BLOB))
   routes = hole_routes.confirm_objects(routes, holes, out, label, known, rule)  # the model's own view decides
   r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
-  near_blob = (routes == hole_routes.BLOB) & fills.near_known(known, r)
-  filled_by_fill = (routes == hole_routes.THIN) | near_blob
+  blob = routes == hole_routes.BLOB
+  near_blob = blob & fills.near_known(known, r)
+  unsure = blob & (np.nan_to_num(fields["confidence_map"], nan=1.0) < rule.blob_confidence)
+  filled_by_fill = (routes == hole_routes.THIN) | near_blob | unsure
   out = np.where(filled_by_fill, prefill, out).astype(label.dtype)
   _check_given(out, label, fillable, name)
   if "confidence_map" in fields:  # the fills' pixels carry no model confidence

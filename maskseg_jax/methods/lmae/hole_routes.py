@@ -39,6 +39,8 @@ class HoleRule:
   edge_ratio: float = 1.5      # outline gradient / image mean gradient at least this: an object candidate
   min_novelty: float = 0.4     # a candidate whose pixels the model gives classes absent from its rim this often
   rim_px: float = 3.0          # the rim: given pixels within this distance of the hole
+  blob_confidence: float = 0.0  # deep in a blob, the model's label only where it is at least this sure, else
+                                # the fill's (0: the model's throughout)
 
 
 def image_gradient(image: np.ndarray) -> np.ndarray:
