@@ -377,7 +377,7 @@ def main(argv=None) -> dict:
   quality = label_quality(train_src, {k: os.path.join(v, "labels") for k, v in folders.items()
                                       if k in label_sets}, int(dc.num_classes))
   markdown = table(seg, quality, models, label_sets, completions, args.seeds)
-  command = " ".join(["python experiments/label_augmentation.py"] + list(argv if argv is not None else sys.argv[1:]))
+  command = abl.command_line("label_augmentation.py", argv)
   report = {"command": command, "dataset": args.dataset, "tiny": args.tiny, "degrade": degrade,
             "lmae": lmae_runs, "completions": completions, "seeds": args.seeds, "segmenters": seg, "label_quality": quality,
             "seconds": time.perf_counter() - start, "markdown": markdown}

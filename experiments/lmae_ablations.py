@@ -31,6 +31,7 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -250,6 +251,12 @@ def add_xla_cache_flag(ap: argparse.ArgumentParser) -> None:
                   help="persistent compilation cache ('' = off)")
 
 
+def command_line(script: str, argv=None) -> str:
+  """The shell command that reran this experiment (arguments quoted where the shell needs it)."""
+  return " ".join(["python", f"experiments/{script}"] + [shlex.quote(a) for a in (argv if argv is not None
+                                                                                   else sys.argv[1:])])
+
+
 def write_markdown(path: str, title: str, command: str, markdown: str) -> None:
   """A results file: the title, the command that made it, the tables."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -305,7 +312,7 @@ def main(argv=None) -> dict:
           if run is not None:
             runs[name].append(run)
   markdown = table(groups, runs, args.config_arg, args.set)
-  command = " ".join(["python experiments/lmae_ablations.py"] + list(argv if argv is not None else sys.argv[1:]))
+  command = command_line("lmae_ablations.py", argv)
   report = {"command": command, "dataset": args.dataset, "steps": args.steps, "tiny": args.tiny, "groups": groups,
             "runs": runs, "seconds": time.perf_counter() - start, "markdown": markdown}
   print(markdown)

@@ -290,7 +290,7 @@ def main(argv=None) -> dict:
   raw = evaluate(source, methods, kinds, params, seed=args.seed, limit=limit)
   result = summarize(raw, list(methods), class_names)
   markdown = tables(result, class_names)
-  command = " ".join(["python experiments/lmae_real_holes.py"] + list(argv if argv is not None else sys.argv[1:]))
+  command = abl.command_line("lmae_real_holes.py", argv)
   report = {"command": command, "images": raw["images"], "split": args.split, "seed": args.seed,
             "damages": {k: params[k] for k in kinds}, "models": args.model, "results": result,
             "seconds": time.perf_counter() - start, "markdown": markdown}

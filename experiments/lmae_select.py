@@ -109,9 +109,7 @@ def main(argv=None):
   print("\n".join(lines))
   print(json.dumps({"split": args.split, "runs": runs, "results": results}))
   if args.results:
-    command = "python experiments/lmae_select.py " + " ".join(
-        a if "=" not in a or a.startswith("--runs") or a.startswith("--split") else f"'{a}'"
-        for a in (argv if argv is not None else sys.argv[1:]))
+    command = abl.command_line("lmae_select.py", argv)
     with open(args.results, "a") as f:
       f.write(f"\n```\n{command}\n```\n\nSplit `{args.split}`, runs {', '.join(runs)}:\n\n" + "\n".join(lines)
               + "\n")
