@@ -73,7 +73,8 @@ def set_field(config, key: str, text: str) -> None:
   if isinstance(current, bool):
     value = text.lower() in ("1", "true", "yes")
   elif isinstance(current, (tuple, list)):
-    value = tuple(float(v) for v in text.split(",") if v)
+    kind = int if current and all(isinstance(v, int) for v in current) else float  # (h, w) sizes stay ints
+    value = tuple(kind(float(v)) for v in text.split(",") if v)
   elif isinstance(current, (int, float)):
     value = type(current)(float(text)) if isinstance(current, int) else float(text)
   else:

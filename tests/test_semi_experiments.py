@@ -88,6 +88,22 @@ def test_semi_camvid_inits_and_seed_summary(tmp_path):
   assert table[4].startswith("| selective | supervised only | 1 | 0.4300 |")
 
 
+def test_semi_camvid_set_keeps_field_types():
+  """--set parses a value as the field's type: integer sizes stay integers, float tuples floats."""
+  from maskseg_jax import config_base
+  exp = _semi_camvid_module()
+  config = config_base.load_config(os.path.join(REPO, "configs", "semi.py"), "camvid,cpu,supervised")
+  config.unlock()
+  for key, text, expected in (("data.eval_size", "184,240", (184, 240)), ("optim.lr", "0.1", 0.1),
+                              ("semi.labeled_fraction", "0", 0.0), ("data.cache_items", "true", True)):
+    exp.set_field(config, key, text)
+    got = config
+    for part in key.split("."):
+      got = got[part]
+    assert got == expected and type(got) is type(expected), (key, got)
+  assert all(type(v) is int for v in config.data.eval_size)
+
+
 def test_semi_camvid_recipe_config_args():
   from maskseg_jax import config_base
   from maskseg_jax.errors import ConfigError
