@@ -35,11 +35,11 @@ _EIGHT = np.ones((3, 3), bool)
 @dataclasses.dataclass(frozen=True)
 class HoleRule:
   thin_px: float = 12.0       # thickness at most this (file pixels) ...
-  min_elongation: float = 3.0  # ... and area at least this many times the thickness disc's: a thin gap
+  min_elongation: float = 1.5  # ... and area at least this many times the thickness disc's: a thin gap
   edge_ratio: float = 1.5      # outline gradient / image mean gradient at least this: an object candidate
   min_novelty: float = 0.4     # a candidate whose pixels the model gives classes absent from its rim this often
   rim_px: float = 3.0          # the rim: given pixels within this distance of the hole
-  blob_confidence: float = 0.0  # deep in a blob, the model's label only where it is at least this sure, else
+  blob_confidence: float = 0.6  # deep in a blob, the model's label only where it is at least this sure, else
                                 # the fill's (0: the model's throughout)
 
 
