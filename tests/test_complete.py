@@ -215,9 +215,10 @@ def test_tiles_at_the_training_field_of_view(tmp_path, run_dir):
   """The run saw 40x40 file pixels per 32x32 input: a 90x100 file is 3x3 tiles, `fit` is one resize."""
   images, labels, given = write_pairs(tmp_path, n=1, size=(90, 100), box=(slice(40, 70), slice(10, 90)))
   lines = []
-  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], log=lines.append)
-  [f] = label_folder.complete_folder(images, labels, str(tmp_path / "fit"), [run_dir], scale="fit",
-                                 log=lambda s: None)
+  [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [run_dir], method="model",
+                                     log=lines.append)
+  [f] = label_folder.complete_folder(images, labels, str(tmp_path / "fit"), [run_dir], method="model",
+                                     scale="fit", log=lambda s: None)
   assert r.tiles == 9 and f.tiles == 1 and any(line.startswith("im0.png") and "9 tiles" in line for line in lines)
   for rep in (r, f):
     out = read(rep.out_path)

@@ -218,8 +218,8 @@ def test_confidence_map_covers_exactly_the_pixels_the_model_filled(method):
   """model: every missing pixel has a confidence; hybrid and auto: the pixels their fills took have none."""
   src = SyntheticSource(1, (64, 64), N, seed=0, split="val")
   image, label = src[0]["image"], src[0]["label"].copy()
-  label[20:44, 16:48] = 254
-  out, fields = completion.pair_completer(method, [stub_completer(2.0)])(image, label, name="x")
+  label[12:52, 8:56] = 254  # 40 px thick: no thin gap for auto
+  out, fields = completion.pair_completer(method, [stub_completer(4.0)])(image, label, name="x")  # 92% sure
   conf = fields["confidence_map"]
   fillable = label == 254
   finite = np.isfinite(conf)

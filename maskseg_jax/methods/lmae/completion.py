@@ -391,7 +391,8 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
   blob = routes == hole_routes.BLOB
   near_blob = blob & fills.near_known(known, r)
-  unsure = blob & (np.nan_to_num(fields["confidence_map"], nan=1.0) < rule.blob_confidence)
+  conf = fields.get("confidence_map")  # absent when the model filled nothing
+  unsure = blob & (np.nan_to_num(conf, nan=1.0) < rule.blob_confidence) if conf is not None else False
   filled_by_fill = (routes == hole_routes.THIN) | near_blob | unsure
   out = np.where(filled_by_fill, prefill, out).astype(label.dtype)
   _check_given(out, label, fillable, name)
