@@ -15,6 +15,8 @@ user cannot be asked to know which damage a folder holds, and one folder may hol
   novelty     (after the model's pass, `confirm_objects`) the share of a candidate's pixels the model gives a
               class that no given pixel on the hole's rim has: a missing object is something the rim does not
               show; a blob is filled with what surrounds it. At least `min_novelty` -> "object", else "blob".
+  confidence  deep in a blob, the model's label stands only where its top probability is at least
+              `blob_confidence`; elsewhere the blob's geodesic fill, which is right more often there.
 The thresholds were chosen on the development split (train@dev, CamVid at 360x480), never on val, as the rule
 with the best worst-damage margin over the best fill: experiments/results/lmae_dev_protocol.md. Pure
 numpy/scipy; `completion.auto_label` acts on the routes.
