@@ -9,7 +9,7 @@ Every val label (CamVid: 360x480, read by the project's source at image_scale 1)
 `maskseg_jax.label_damage.DAMAGES` (blobs, whole objects, thinned boundaries; the protocol and why patch grids
 are not it are in that module's docstring), seeded per (seed, image, kind), with the holes set to unknown (254).
 Each method then completes the damaged label through the completion command's own per-pair function
-(`completion.pair_completer`, `--missing=unknown`: only the holes are filled, void stays void; the model tiles
+(`completion_methods.pair_completer`, `--missing=unknown`: only the holes are filled, void stays void; the model tiles
 the file at its training field of view and fills from bilinear logits at file resolution):
   model    each `--model=RUN` (or `RATIO=RUN,RATIO=RUN2` for one routed set, as `maskseg-complete --model`)
            is its own row, rebuilt from the run's config.json by build_lmae (`auto` rows: the command's
@@ -137,15 +137,15 @@ def auto_rule(text: str):
 
 
 def build_methods(args, num_classes: int) -> dict:
-  """name -> per-pair completion function (completion.pair_completer), models first, then fills."""
-  from maskseg_jax.methods.lmae import completion, runs
+  """name -> per-pair completion function (completion_methods.pair_completer), models first, then fills."""
+  from maskseg_jax.methods.lmae import completion_methods, runs
   from maskseg_jax.methods.lmae import fills
   wanted = [m for m in args.methods.split(",") if m]
-  unknown = [m for m in wanted if m not in completion.METHODS]
+  unknown = [m for m in wanted if m not in completion_methods.METHODS]
   if unknown:
-    raise SystemExit(f"--methods {unknown} unknown; expected some of {completion.METHODS}")
+    raise SystemExit(f"--methods {unknown} unknown; expected some of {completion_methods.METHODS}")
   out = {}
-  model_methods = [m for m in completion.MODEL_METHODS if m in wanted]
+  model_methods = [m for m in completion_methods.MODEL_METHODS if m in wanted]
   for spec in args.model if model_methods else ():
     completers = runs.resolve_models(spec.split(","), args.checkpoint, print, abl.parse_sets(args.model_set))
     if completers[0].num_classes != num_classes:
@@ -156,18 +156,18 @@ def build_methods(args, num_classes: int) -> dict:
         for text in args.auto_rule or [""]:
           rule = auto_rule(text)
           name = model_name(spec).replace("model", f"auto[{text}]" if text else "auto", 1)
-          out[name] = completion.pair_completer("auto", completers, missing="unknown", scale=args.scale,
+          out[name] = completion_methods.pair_completer("auto", completers, missing="unknown", scale=args.scale,
                                                 rule=rule)
         continue
       for f in min_missing_values(args):
         kind = method if f == 0 else f"{method}@{f:g}"
         name = model_name(spec).replace("model", kind, 1)
         name = name if name not in out else f"{name}#{len(out) + 1}"  # two runs in folders of one name
-        out[name] = completion.pair_completer(method, completers, missing="unknown", scale=args.scale,
+        out[name] = completion_methods.pair_completer(method, completers, missing="unknown", scale=args.scale,
                                               min_missing=f)
   for m in wanted:
     if m in fills.FILLS:
-      out[m] = completion.pair_completer(m, missing="unknown", num_classes=num_classes)
+      out[m] = completion_methods.pair_completer(m, missing="unknown", num_classes=num_classes)
   return out
 
 

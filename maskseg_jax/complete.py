@@ -25,8 +25,8 @@ import sys
 from typing import Sequence
 
 from maskseg_jax.errors import MasksegError
-from maskseg_jax.methods.lmae.completion import (AUTO_MIN_MISSING, DEFAULT_METHOD, DEFAULT_MISSING, DEFAULT_UNKNOWN,
-                                                 METHODS, MISSING, SCALES)
+from maskseg_jax.methods.lmae.completion import DEFAULT_MISSING, DEFAULT_UNKNOWN, MISSING, SCALES
+from maskseg_jax.methods.lmae.completion_methods import AUTO_MIN_MISSING, DEFAULT_METHOD, METHODS
 from maskseg_jax.methods.lmae.label_folder import Terminated, complete_folder
 
 

@@ -23,7 +23,7 @@ import fixtures
 from maskseg_jax import complete, train
 from maskseg_jax.data.sources import SyntheticSource
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae import completion, label_folder, runs
+from maskseg_jax.methods.lmae import completion, completion_methods, label_folder, runs
 from maskseg_jax.methods.lmae import inference as inf
 
 N = 6
@@ -282,7 +282,7 @@ def test_fills_refuse_what_the_model_refuses(tmp_path, run_dir, method, capsys):
     assert e.value.code == 2 and len(err) == 1 and not out.exists()
     assert "im0.png has values [200]" in err[0] and f"expected class ids 0..{N - 1}" in err[0]
   with pytest.raises(ConfigError, match=f"--method={method} needs the number of classes"):
-    completion.pair_completer(method)
+    completion_methods.pair_completer(method)
 
 
 def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_path, run_dir):
@@ -293,12 +293,12 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
   label = given["im0"]
   completers = runs.resolve_models([run_dir], "latest", print)
   c = completers[0]
-  assert completion.hybrid_radius(c, label.shape, "train") == pytest.approx(0.5 * 8 * 40 / 32)  # 40 px window
-  model, _ = completion.pair_completer("model", completers)(image, label, name="im0")
-  fill, _ = completion.pair_completer("geodesic", num_classes=N)(image, label, name="im0")
+  assert completion_methods.hybrid_radius(c, label.shape, "train") == pytest.approx(0.5 * 8 * 40 / 32)  # 40 px window
+  model, _ = completion_methods.pair_completer("model", completers)(image, label, name="im0")
+  fill, _ = completion_methods.pair_completer("geodesic", num_classes=N)(image, label, name="im0")
   missing = (label == 254) | (label == 255)
   for radius in (2.0, 6.0):
-    out, report = completion.pair_completer("hybrid", completers, radius=radius)(image, label, name="im0")
+    out, report = completion_methods.pair_completer("hybrid", completers, radius=radius)(image, label, name="im0")
     known = ~missing
     near = missing & (ndimage_distance(known) <= radius)
     np.testing.assert_array_equal(out[near], fill[near])
@@ -307,9 +307,9 @@ def test_hybrid_takes_the_fill_near_given_pixels_and_the_model_elsewhere(tmp_pat
     assert report["method"] == "hybrid" and report["fill_fraction"] == pytest.approx(near.sum() / missing.sum())
     assert 0 < near.sum() < missing.sum()  # both parts exercised
   with pytest.raises(ConfigError, match="--hybrid_radius=-1"):
-    completion.pair_completer("hybrid", completers, radius=-1.0)
+    completion_methods.pair_completer("hybrid", completers, radius=-1.0)
   with pytest.raises(ConfigError, match="--method=hybrid needs a trained L-MAE"):
-    completion.pair_completer("hybrid")
+    completion_methods.pair_completer("hybrid")
 
 
 def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest(tmp_path):
@@ -323,7 +323,7 @@ def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest(tmp_path
   for f, masked_patches in ((0.5, [0]), (0.0, [0, 5])):
     calls = []
     c = dataclasses.replace(stub_completer(3, calls), window=(32, 32))
-    out, report = completion.pair_completer("model", [c], min_missing=f)(image, label, name="x")
+    out, report = completion_methods.pair_completer("model", [c], min_missing=f)(image, label, name="x")
     [(mask, fed, force)] = calls
     assert np.flatnonzero(force).tolist() == masked_patches
     np.testing.assert_array_equal(out[label != 254], label[label != 254])
@@ -347,9 +347,9 @@ def test_min_missing_masks_mostly_missing_patches_and_prefills_the_rest(tmp_path
   assert r.method == "hybrid" and r.prefilled_fraction == pytest.approx(4 / 68) and r.radius > 0
   assert (read(r.out_path)[0:8, 0:8] != 254).all()
   with pytest.raises(ConfigError, match="--min_missing=1.5"):
-    completion.pair_completer("model", [c], min_missing=1.5)
+    completion_methods.pair_completer("model", [c], min_missing=1.5)
   with pytest.raises(ConfigError, match="--min_missing=0.5 needs --missing=unknown"):
-    completion.pair_completer("model", [c], missing="paper", min_missing=0.5)(image, label, name="x")
+    completion_methods.pair_completer("model", [c], missing="paper", min_missing=0.5)(image, label, name="x")
 
 
 def ndimage_distance(known):
@@ -609,14 +609,14 @@ def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
   from maskseg_jax.methods.lmae import hole_routes as H
   c = dataclasses.replace(stub_completer(3, calls := []), window=(64, 64))
   trusting = H.HoleRule(blob_confidence=0.0)  # the stub is only 35% sure: keep its labels deep in the blob
-  out, report = completion.pair_completer("auto", [c], missing="unknown", scale="fit", rule=trusting)(
+  out, report = completion_methods.pair_completer("auto", [c], missing="unknown", scale="fit", rule=trusting)(
       image, label, name="x")
   known = label != 254
   nearest = fills.nearest_fill(label, known)
   np.testing.assert_array_equal(out[0:16, 31:33], nearest[0:16, 31:33])
   assert (out[0:16, 31] == 1).all() and (out[0:16, 32] == 2).all()
   assert (out[38:50, 8:20] == 3).all()                       # the object's inside: the model's class
-  r = completion.hybrid_radius(c, label.shape, "fit")
+  r = completion_methods.hybrid_radius(c, label.shape, "fit")
   near = (label == 254) & (ndimage_distance(known) <= r)
   assert (out[near & (np.arange(64)[None, :] >= 38)] == 2).all()  # the blob's rim: the fill (class 2 around)
   assert (out[49:52, 49:52] == 3).all()                      # deep inside, in a patch mostly missing: the model
@@ -630,7 +630,7 @@ def test_auto_fills_thin_gaps_models_objects_and_hybrids_blobs():
   assert (fed[0:8, 15:17] != 255).all()
   # A model that puts the rim's own class into the object candidate: the hole is treated as a blob.
   c1 = dataclasses.replace(stub_completer(1, []), window=(64, 64))
-  _, report = completion.pair_completer("auto", [c1], missing="unknown", scale="fit")(image, label, name="x")
+  _, report = completion_methods.pair_completer("auto", [c1], missing="unknown", scale="fit")(image, label, name="x")
   assert report["hole_routes"]["object"] == 0 and report["hole_routes"]["blob"] == pytest.approx(928 / 960)
 
 
@@ -642,7 +642,7 @@ def test_auto_keeps_the_blob_fill_where_the_model_is_unsure():
   image, label = _three_holes()
   c = dataclasses.replace(stub_completer(3, []), window=(64, 64))
   for bar, deep_blob in ((0.3, 3), (0.4, 2)):
-    complete_pair = completion.pair_completer("auto", [c], missing="unknown", scale="fit",
+    complete_pair = completion_methods.pair_completer("auto", [c], missing="unknown", scale="fit",
                                               rule=H.HoleRule(blob_confidence=bar))
     out, report = complete_pair(image, label, name="x")
     assert (out[49:52, 49:52] == deep_blob).all() and (out[38:50, 8:20] == 3).all(), bar

@@ -15,7 +15,7 @@ from PIL import Image
 from maskseg_jax import visualize
 from maskseg_jax.data.sources import SyntheticSource
 from maskseg_jax.errors import DataError
-from maskseg_jax.methods.lmae import color_labels, completion, label_folder, review
+from maskseg_jax.methods.lmae import color_labels, completion, completion_methods, label_folder, review
 
 N = 6
 COLORS = {0: (0, 0, 0), 1: (128, 64, 128), 2: (244, 35, 232), 3: (70, 70, 70), 4: (102, 102, 156),
@@ -219,7 +219,7 @@ def test_confidence_map_covers_exactly_the_pixels_the_model_filled(method):
   src = SyntheticSource(1, (64, 64), N, seed=0, split="val")
   image, label = src[0]["image"], src[0]["label"].copy()
   label[12:52, 8:56] = 254  # 40 px thick: no thin gap for auto
-  out, fields = completion.pair_completer(method, [stub_completer(4.0)])(image, label, name="x")  # 92% sure
+  out, fields = completion_methods.pair_completer(method, [stub_completer(4.0)])(image, label, name="x")  # 92% sure
   conf = fields["confidence_map"]
   fillable = label == 254
   finite = np.isfinite(conf)
@@ -229,6 +229,6 @@ def test_confidence_map_covers_exactly_the_pixels_the_model_filled(method):
   else:
     assert 0 < finite.sum() < fillable.sum()
     filled_by_fill = fillable & ~finite
-    fill = completion.pair_completer("geodesic", num_classes=N)(image, label, name="x")[0]
-    nearest = completion.pair_completer("nearest", num_classes=N)(image, label, name="x")[0]
+    fill = completion_methods.pair_completer("geodesic", num_classes=N)(image, label, name="x")[0]
+    nearest = completion_methods.pair_completer("nearest", num_classes=N)(image, label, name="x")[0]
     assert ((out == fill) | (out == nearest))[filled_by_fill].all()  # those pixels are a fill's

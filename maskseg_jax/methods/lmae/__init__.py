@@ -8,7 +8,8 @@
   evaluator.py     PA-mIoU / global mIoU per mask strategy, with the non-learned fills scored beside the model
   fills.py         non-learned completions (nearest visible label, geodesic): eval baselines and --method choices
   inference.py     model-resolution helpers shared by eval and completion (exact masks, buckets, given logits)
-  completion.py    the completion protocol (which pixels are given, tiles, routing, hybrid) for one file
+  completion.py    the completion protocol (which pixels are given, tiles, routing) for one file
+  completion_methods.py  the --method choices (auto, hybrid, model, the fills) and pair_completer
   runs.py          trained runs -> Completers (config.json + checkpoint), one model per ratio
   label_folder.py  completing a folder of files (PNG IO, staging, never overwriting) and `mode=complete`
   review.py        what a data team reviews: a preview and a report per file, report.csv, the model's confidence

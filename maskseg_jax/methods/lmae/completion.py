@@ -1,7 +1,7 @@
 """Label completion (the protocol of `maskseg-complete`): a folder of images + incomplete labels -> completed labels, by L-MAE or a non-learned fill.
 
   maskseg-complete --images=DIR --labels=DIR --out=NEW_DIR --model=RUN_DIR [--model=0.7=RUN_DIR2 ...]
-      [--method=model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
+      [--method=auto|model|hybrid|nearest|geodesic] [--hybrid_radius=PX] [--min_missing=FRACTION]
       [--missing=unknown_and_void|unknown|paper] [--scale=train|fit]
 
 Which pixels are given (`--missing`; the unknown marker is `--unknown_value`, default the run's
@@ -15,7 +15,11 @@ Which pixels are given (`--missing`; the unknown marker is `--unknown_value`, de
 With `--unknown_value=255` void itself is the unknown marker (filled in every mode). A class id as the unknown
 value is refused. Given pixels are never changed (checked for every file; a violation raises, even under -O).
 
-`--method=model` (default; needs --model): in `unknown*` modes exactly the patches that hold a missing pixel
+This module holds the trained model, its tiles and one file's completion (`complete_label`, `fill_label`); the
+methods built on them, `auto` (the default: each hole by its shape), `hybrid` and `pair_completer`, which picks
+one for a pair, are in `completion_methods.py`.
+
+`--method=model` (needs --model): in `unknown*` modes exactly the patches that hold a missing pixel
 (after the nearest-neighbour resize of the label to the model input) are masked, so every given label outside
 them reaches the model; the count is rounded up to one of a few static buckets (`inference.BUCKET_FRACTIONS`
 of L, plus each model's training budget) so the jitted model compiles once per bucket, the extra masked patches
@@ -66,7 +70,7 @@ import numpy as np
 
 from maskseg_jax.data import transforms as T
 from maskseg_jax.errors import ConfigError
-from maskseg_jax.methods.lmae import fills, hole_routes
+from maskseg_jax.methods.lmae import fills
 from maskseg_jax.methods.lmae import inference as inf
 from maskseg_jax.methods.lmae import patch_masks as P
 from maskseg_jax.methods.lmae import review
@@ -238,7 +242,7 @@ def model_logits(c: Completer, image: np.ndarray, fed: np.ndarray, tiles: Sequen
   return acc, weight, top
 
 
-def _check_given(out: np.ndarray, label: np.ndarray, fillable: np.ndarray, name: str) -> None:
+def check_given(out: np.ndarray, label: np.ndarray, fillable: np.ndarray, name: str) -> None:
   """A raised error (not an assert, which -O removes): a given pixel must never change."""
   if not np.array_equal(out[~fillable], label[~fillable]):
     raise RuntimeError(f"internal error: completing {name} changed {int((out != label)[~fillable].sum())} "
@@ -296,7 +300,7 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
   if prefill is not None:
     out = inf.compose(out, prefill, fillable & ~region)
     fields["prefilled_fraction"] = float((fillable & ~region).sum() / max(int(fillable.sum()), 1))
-  _check_given(out, label, fillable, name)
+  check_given(out, label, fillable, name)
   return out, dict(fields, changed_pixels=int((out != label).sum()), ratio=c.ratio,
                    masked_fraction=top / c.num_patches, tiles=len(tiles))
 
@@ -313,7 +317,7 @@ def fill_label(method: str, image: np.ndarray, label: np.ndarray, *, name: str =
   fillable = mode.fillable(label, codes)
   known = codes.classes(label) & ~fillable
   out = inf.compose(label, fills.FILLS[method](label, known, image), fillable)
-  _check_given(out, label, fillable, name)
+  check_given(out, label, fillable, name)
   return out, dict(method=method, background_proportion=float(not_foreground(label, codes).mean()),
                    changed_pixels=int((out != label).sum()), ratio=None, masked_fraction=None, tiles=0)
 
@@ -321,132 +325,3 @@ def fill_label(method: str, image: np.ndarray, label: np.ndarray, *, name: str =
 HYBRID_FILL = "geodesic"  # the fill the hybrid uses near given pixels (the better fill on CamVid's real holes)
 PREFILL = HYBRID_FILL     # the fill of the missing pixels of patches `min_missing` leaves visible (the same, so
                           # the hybrid's fill serves as its prefill)
-
-
-def hybrid_radius(c: Completer, hw: tuple[int, int], scale: str) -> float:
-  """The hybrid's default radius: half a model patch, in file pixels at the tiles' scale."""
-  window = SCALES[scale](c, hw)
-  return 0.5 * c.patch_size * max(window[0] / c.image_size[0], window[1] / c.image_size[1])
-
-
-def hybrid_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
-                 unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
-                 radius: float = 0.0, min_missing: float = 0.0):
-  """This project's extension (`--method=hybrid`): a missing pixel within `radius` file pixels of a given class
-  pixel takes the geodesic fill (copying the label next to it is what a fill does best: scattered holes, thin
-  boundary gaps), every other missing pixel the model's completion (deep inside large holes, whole missing
-  objects, which a fill cannot invent). radius 0: half a model patch at the tiles' scale (`hybrid_radius`)."""
-  mode = MISSING[missing]
-  if not mode.exact:
-    raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=hybrid needs "
-                      "--missing=unknown or unknown_and_void")
-  codes = completers[0].codes(unknown_value)
-  filled, _ = fill_label(HYBRID_FILL, image, label, name=name, codes=codes, missing=missing)
-  out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
-                               scale=scale, min_missing=min_missing, prefill=filled)
-  fillable = mode.fillable(label, codes)
-  known = codes.classes(label) & ~fillable
-  r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
-  near = fillable & fills.near_known(known, r)
-  out = np.where(near, filled, out).astype(label.dtype)
-  _check_given(out, label, fillable, name)
-  if "confidence_map" in fields:  # the fill's pixels carry no model confidence
-    fields["confidence_map"] = np.where(near, np.nan, fields["confidence_map"]).astype(np.float32)
-  return out, dict(fields, method="hybrid", changed_pixels=int((out != label).sum()),
-                   fill_fraction=float(near.sum() / max(int(fillable.sum()), 1)), radius=r)
-
-
-AUTO_MIN_MISSING = 0.5  # auto: a blob's patch is masked when at least this much of it is missing (the hybrid's
-                        # --min_missing that won on blobs, experiments/results/lmae_real_holes.md)
-
-
-def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
-               unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
-               radius: float = 0.0, min_missing: float = AUTO_MIN_MISSING,
-               rule: hole_routes.HoleRule = hole_routes.HoleRule()):
-  """This project's extension (`--method=auto`, the default): each hole takes the completion that wins on its
-  shape (`hole_routes`): thin gaps the nearest fill; holes outlined by image edges (object candidates) get
-  their patches masked whole, and stay objects (the model's completion throughout) where the model puts a class
-  their rim lacks; other holes (blobs) the hybrid: the geodesic fill within `radius` of a given pixel, in
-  patches less than `min_missing` missing and where the model is less sure than `rule.blob_confidence`, the
-  model elsewhere. One model pass serves every hole: the missing
-  pixels it leaves visible reach it pre-filled by their hole's fill."""
-  mode = MISSING[missing]
-  if not mode.exact:
-    raise ConfigError(f"--missing={missing} masks patches at a model's ratio; --method=auto needs "
-                      "--missing=unknown or unknown_and_void")
-  codes = completers[0].codes(unknown_value)
-  check_codes(codes)
-  check_values(label, codes, name)
-  fillable = mode.fillable(label, codes)
-  known = codes.classes(label) & ~fillable
-  routes, holes = hole_routes.route_pixels(fillable, image, rule)
-  nearest = inf.compose(label, fills.nearest_fill(label, known, image), fillable)
-  geodesic = inf.compose(label, fills.geodesic_fill(label, known, image), fillable)
-  prefill = np.where(routes == hole_routes.THIN, nearest, geodesic)
-  out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
-                               scale=scale, min_missing=min_missing, prefill=prefill,
-                               force=(routes == hole_routes.OBJECT, routes == hole_routes.BLOB))
-  routes = hole_routes.confirm_objects(routes, holes, out, label, known, rule)  # the model's own view decides
-  r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
-  blob = routes == hole_routes.BLOB
-  near_blob = blob & fills.near_known(known, r)
-  conf = fields.get("confidence_map")  # absent when the model filled nothing
-  unsure = blob & (np.nan_to_num(conf, nan=1.0) < rule.blob_confidence) if conf is not None else False
-  filled_by_fill = (routes == hole_routes.THIN) | near_blob | unsure
-  out = np.where(filled_by_fill, prefill, out).astype(label.dtype)
-  _check_given(out, label, fillable, name)
-  if "confidence_map" in fields:  # the fills' pixels carry no model confidence
-    fields["confidence_map"] = np.where(filled_by_fill, np.nan, fields["confidence_map"]).astype(np.float32)
-  share = {route: float((routes == i + 1).sum() / max(int(fillable.sum()), 1))
-           for i, route in enumerate(hole_routes.ROUTES)}
-  return out, dict(fields, method="auto", changed_pixels=int((out != label).sum()), hole_routes=share, radius=r)
-
-
-MODEL_METHODS = ("auto", "model", "hybrid")  # the methods that need a trained L-MAE
-
-
-def pair_completer(method: str, completers: Sequence[Completer] = (), *, missing: str = DEFAULT_MISSING,
-                   scale: str = "train", unknown_value: int | None = None, radius: float = 0.0,
-                   min_missing: float | None = None, num_classes: int | None = None,
-                   rule: hole_routes.HoleRule = hole_routes.HoleRule()) -> Callable:
-  """`(image uint8[H,W,3], label uint8[H,W], name=...) -> (completed label, report fields)` for one in-memory
-  pair, exactly as the command completes each file (`complete_folder` uses it; experiments call it directly).
-  The model methods' fields include `confidence_map` (float32[H,W], NaN where the model filled nothing).
-
-  method 'model' needs loaded Completers (`resolve_models`); a fill (`fills.FILLS`) needs none, but the class
-  count (`num_classes`), so that it refuses the label values the model path refuses (`check_values`).
-  """
-  if method not in METHODS:
-    raise ConfigError(f"--method={method!r} is unknown; expected one of {', '.join(METHODS)}")
-  if min_missing is None:  # the method's own default
-    min_missing = AUTO_MIN_MISSING if method == "auto" else 0.0
-  if method in MODEL_METHODS:
-    if not completers:
-      raise ConfigError(f"--method={method} needs a trained L-MAE: pass --model=RUN")
-    check_codes(completers[0].codes(unknown_value))
-    if not 0.0 <= min_missing <= 1.0:
-      raise ConfigError(f"--min_missing={min_missing}; expected a fraction of a patch's pixels in [0, 1] (0: "
-                        "every patch holding a missing pixel is masked)")
-    if method in ("hybrid", "auto") and radius < 0:
-      raise ConfigError(f"--hybrid_radius={radius}; expected pixels >= 0 (0: half a model patch)")
-    if method == "hybrid":
-      return functools.partial(hybrid_label, list(completers), unknown_value=unknown_value, missing=missing,
-                               scale=scale, radius=radius, min_missing=min_missing)
-    if method == "auto" and MISSING[missing].exact:
-      return functools.partial(auto_label, list(completers), unknown_value=unknown_value, missing=missing,
-                               scale=scale, radius=radius, min_missing=min_missing, rule=rule)
-    # model, or auto under --missing=paper (no holes to route: patches are masked at the model's ratio)
-    return functools.partial(complete_label, list(completers), unknown_value=unknown_value, missing=missing,
-                             scale=scale, min_missing=min_missing if method == "model" else 0.0)
-  if num_classes is None:
-    raise ConfigError(f"--method={method} needs the number of classes to check every label value (values that "
-                      "are no class, void or the unknown marker are refused, as with the model): pass "
-                      "--num_classes=N, or --model=RUN to take it from a run")
-  codes = Codes(int(num_classes), unknown_value=DEFAULT_UNKNOWN if unknown_value is None else int(unknown_value))
-  check_codes(codes)
-  return functools.partial(fill_label, method, codes=codes, missing=missing)
-
-
-METHODS = (*MODEL_METHODS, *fills.FILLS)
-DEFAULT_METHOD = "auto"

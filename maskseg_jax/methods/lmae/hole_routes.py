@@ -19,7 +19,7 @@ user cannot be asked to know which damage a folder holds, and one folder may hol
               `blob_confidence`; elsewhere the blob's geodesic fill, which is right more often there.
 The thresholds were chosen on the development split (train@dev, CamVid at 360x480), never on val, as the rule
 with the best worst-damage margin over the best fill: experiments/results/lmae_dev_protocol.md. Pure
-numpy/scipy; `completion.auto_label` acts on the routes.
+numpy/scipy; `completion_methods.auto_label` acts on the routes.
 """
 
 from __future__ import annotations

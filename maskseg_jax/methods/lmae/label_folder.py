@@ -22,9 +22,9 @@ from PIL import Image
 from maskseg_jax.data import sources
 from maskseg_jax.data import file_layouts
 from maskseg_jax.errors import ConfigError, DataError
-from maskseg_jax.methods.lmae.completion import (DEFAULT_IGNORE, DEFAULT_METHOD, DEFAULT_MISSING,
-                                               DEFAULT_UNKNOWN, METHODS, MISSING, MODEL_METHODS, SCALES, Completer,
-                                               make_completer, pair_completer)
+from maskseg_jax.methods.lmae.completion import (DEFAULT_IGNORE, DEFAULT_MISSING, DEFAULT_UNKNOWN, MISSING, SCALES,
+                                               Completer, make_completer)
+from maskseg_jax.methods.lmae.completion_methods import DEFAULT_METHOD, METHODS, MODEL_METHODS, pair_completer
 from maskseg_jax.methods.lmae import color_labels, review
 from maskseg_jax.methods.lmae.runs import parse_model_spec, read_run_config, resolve_models
 
