@@ -316,6 +316,20 @@ def test_generated_splits_are_written_once_to_the_workdir(tmp_path):
   assert other != lab
 
 
+def test_generated_splits_partition_the_fit_part_only(tmp_path):
+  fx = fixtures.make_voc_fixture(tmp_path / "voc", n=12, val=2)
+  config = _voc_config(fx["root"], labeled_fraction=0.25)
+  config.unlock()
+  config.data.train_split, config.data.val_split = "train@fit", "train@dev"
+  config.lock()
+  lab, unl = semi_streams.resolve_splits(config, str(tmp_path / "work"))
+  names = [os.path.basename(r.split()[0])[:-4] for p in (lab, unl) for r in open(p).read().split("\n")[:-1]]
+  labeled, _, dev = semi_streams.load_semi_sources(config, str(tmp_path / "work"))
+  dev_ids = {dev.id_of(i) for i in range(len(dev))}
+  assert len(names) == len(set(names)) == 10 - len(dev_ids) and not set(names) & dev_ids
+  assert set(names) | dev_ids == set(fx["train"]) and len(labeled) == round(0.25 * len(names))
+
+
 def test_unimatch_split_layout_under_the_root(tmp_path):
   fx = fixtures.make_voc_fixture(tmp_path / "voc", n=8, val=2)
   folder = tmp_path / "voc" / "splits" / "voc" / "2"

@@ -226,6 +226,13 @@ class SubsetSource(Source):
       return self.source.check_files(mine)
     return []
 
+  def relative_pairs(self) -> list[tuple[str, str]]:
+    """The inner file-backed source's (image, label) relative paths of these items (split files list them)."""
+    if not isinstance(self.source, FileSource | SubsetSource):
+      raise DataError(f"{self.source!r} is not file-backed; split files list image and label paths")
+    pairs = self.source.relative_pairs()
+    return [pairs[i] for i in self.indices]
+
 
 def subset(source: Source, indices: Sequence[int]) -> SubsetSource:
   return SubsetSource(source, indices)

@@ -24,7 +24,7 @@ from maskseg_jax.data.tfds_source import TFDSSource
 from maskseg_jax.errors import ConfigError, DataError
 
 # The base names are re-exported: callers read files and build subsets through this one module.
-__all__ = ["SOURCES", "build_source", "validate_source", "FileSource", "Source", "SubsetSource", "check_example",
+__all__ = ["SOURCES", "build_source", "select_source", "validate_source", "FileSource", "Source", "SubsetSource", "check_example",
            "read_image", "read_label", "subset"]
 
 SOURCES: dict[str, type] = {
@@ -41,7 +41,21 @@ _SPLIT = re.compile(r"^(?P<base>[^\[\]@]+)(?:@(?P<part>\w+))?(?:\[(?P<start>-?\d
 
 
 def build_source(data_config, split: str) -> Source:
-  """The source `data.name` for `split`: a split name or file; `name@dev` / `name@fit` its development split
+  """The source `data.name` for `split` (`select_source`), resized by `data.image_scale` and cached in memory
+  if `data.cache_items`."""
+  source = select_source(data_config, split)
+  scale = float(data_config.get("image_scale", 1.0))
+  if scale != 1.0:
+    from maskseg_jax.data.views import ScaledSource
+    source = ScaledSource(source, scale)
+  if data_config.get("cache_items", False):
+    from maskseg_jax.data.views import CachedSource
+    source = CachedSource(source)
+  return source
+
+
+def select_source(data_config, split: str) -> Source:
+  """The items of `split` as stored: a split name or file; `name@dev` / `name@fit` its development split
   and the rest (`data.dev_fraction`, carved by sequence: data/splits.py); `[a:b]` takes a slice of it."""
   name = data_config.name
   if name not in SOURCES:
@@ -61,13 +75,6 @@ def build_source(data_config, split: str) -> Source:
     start = int(m.group("start")) if m.group("start") else None
     stop = int(m.group("stop")) if m.group("stop") else None
     source = SubsetSource(source, range(len(source))[start:stop])
-  scale = float(data_config.get("image_scale", 1.0))
-  if scale != 1.0:
-    from maskseg_jax.data.views import ScaledSource
-    source = ScaledSource(source, scale)
-  if data_config.get("cache_items", False):
-    from maskseg_jax.data.views import CachedSource
-    source = CachedSource(source)
   return source
 
 

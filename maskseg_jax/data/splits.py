@@ -87,16 +87,16 @@ def split_indices(n: int, num_labeled: int, seed: int = 0) -> tuple[np.ndarray, 
   return np.sort(perm[:num_labeled]), np.sort(perm[num_labeled:])
 
 
-def make_split_files(source_or_root: sources_lib.FileSource | str | os.PathLike,
+def make_split_files(source_or_root: sources_lib.FileSource | sources_lib.SubsetSource | str | os.PathLike,
                      fractions: Sequence[float] = (1 / 16, 1 / 8, 1 / 4), seed: int = 0, *,
                      out_dir: str | os.PathLike, split: str = "train") -> dict[float, tuple[str, str]]:
   """Writes `out_dir/<num_labeled>/labeled.txt` and `unlabeled.txt` for each fraction.
 
-  `source_or_root` is a file-backed source or a VOC-layout root (then `split` of it is partitioned). Paths
-  are relative to the source root, so use the files with `data.root` set to that root. Returns
+  `source_or_root` is a file-backed source (or a subset of one, e.g. `train@fit`) or a VOC-layout root (then
+  `split` of it is partitioned). Paths are relative to the source root, so use the files with `data.root` set to that root. Returns
   {fraction: (labeled_path, unlabeled_path)}.
   """
-  if isinstance(source_or_root, sources_lib.FileSource):
+  if isinstance(source_or_root, sources_lib.FileSource | sources_lib.SubsetSource):
     source = source_or_root
   elif isinstance(source_or_root, str | os.PathLike):
     source = sources_lib.VOCSource(source_or_root, split, num_classes=256, class_names=None)

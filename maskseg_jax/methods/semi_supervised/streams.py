@@ -30,7 +30,7 @@ def resolve_splits(config, workdir: str) -> tuple[str, str]:
     raise ConfigError(f"semi.labeled_fraction={fraction} generates split files, which needs a file-backed dataset; "
                       f"data.name={dc.name!r} is not. Set semi.labeled_fraction=0 and give data.train_split and "
                       "semi.unlabeled_split (e.g. slices 'train[:32]' and 'train[32:]')")
-  base = sources.SOURCES[dc.name].from_config(dc, dc.train_split)
+  base = sources.select_source(dc, dc.train_split)  # as stored (no image_scale): split files list file paths
   tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{dc.name}-{dc.train_split}-seed{int(sc.split_seed)}")
   out_dir = os.path.join(sc.split_dir or os.path.join(workdir, "splits"), tag)
   k = splits.split_counts(len(base), [fraction])[0]
