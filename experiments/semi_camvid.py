@@ -23,6 +23,7 @@ import time
 
 from maskseg_jax import config_base
 from maskseg_jax import train
+from maskseg_jax.data import sources
 from maskseg_jax.methods.semi_supervised import streams as semi_streams
 
 VARIANTS = ("supervised", "fixmatch", "unimatch", "s4mim", "maskmatch")
@@ -157,9 +158,8 @@ def main() -> None:
     start = time.perf_counter()
     scalars = train.run(config, workdir)
     seconds = time.perf_counter() - start
-    labeled_file, _ = semi_streams.resolve_splits(config, workdir)
-    with open(labeled_file) as f:
-      labeled = sum(1 for line in f if line.strip())
+    labeled_split, _ = semi_streams.resolve_splits(config, workdir)  # a generated file, or data.train_split
+    labeled = len(sources.select_source(config.data, labeled_split))
     last = last_train_metrics(workdir)
     results.append(dict(variant=variant, init=init, method=LABELS[variant], miou=scalars["val/miou"],
                         pixel_acc=scalars["val/pixel_acc"], conf_frac=last.get("conf_frac"),
