@@ -649,28 +649,6 @@ def test_auto_keeps_the_blob_fill_where_the_model_is_unsure():
     assert np.isnan(report["confidence_map"][49:52, 49:52]).all() == (deep_blob == 2)
 
 
-def test_fill_switch_takes_the_other_fill_where_the_model_prefers_it():
-  """hole_routes switch: where the two fills disagree on a pixel the model filled, the label it finds likelier
-  by at least the margin; agreement, unfilled (NaN) pixels and a smaller preference keep the hole's fill."""
-  fill = np.array([[1, 1], [2, 2]], np.uint8)
-  other = np.array([[1, 2], [1, 0]], np.uint8)
-  probs = np.full((2, 2, 3), np.nan, np.float32)
-  probs[0, 0] = probs[0, 1] = (0.1, 0.3, 0.6)
-  probs[1, 1] = (0.45, 0.1, 0.45)
-  for margin, expected in ((0.2, [[1, 2], [2, 2]]), (0.4, [[1, 1], [2, 2]]), (0.0, [[1, 2], [2, 0]])):
-    np.testing.assert_array_equal(completion_methods.switched_fill(fill, other, probs, margin), expected)
-  np.testing.assert_array_equal(completion_methods.switched_fill(fill, other, None, 0.0), fill)
-  # In the command: the rule's switch asks the model for its probabilities, which stay out of the report.
-  from maskseg_jax.methods.lmae import hole_routes as H
-  image, label = _three_holes()
-  c = dataclasses.replace(stub_completer(3, []), window=(64, 64))
-  off, _ = completion_methods.pair_completer("auto", [c], missing="unknown", scale="fit")(image, label, name="x")
-  on, report = completion_methods.pair_completer("auto", [c], missing="unknown", scale="fit",
-                                                 rule=H.HoleRule(fill_switch=0.0))(image, label, name="x")
-  assert "probability_map" not in report and (on[label != 254] == label[label != 254]).all()
-  assert (on[34:54, 4:24] == off[34:54, 4:24]).all()  # the object: the model's, no fill to switch
-
-
 def test_selection_script_scores_variants_on_a_copy(tmp_path, run_dir):
   """experiments/lmae_select.py: each variant is an eval of a scratch copy (the run folder is never written);
   the run's own settings reproduce its eval; an evaluation-time change (the fill blend) changes the score."""

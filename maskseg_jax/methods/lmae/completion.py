@@ -252,7 +252,7 @@ def check_given(out: np.ndarray, label: np.ndarray, fillable: np.ndarray, name: 
 def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np.ndarray, *, name: str = "",
                    unknown_value: int | None = None, missing: str = DEFAULT_MISSING, scale: str = "train",
                    min_missing: float = 0.0, prefill: np.ndarray | None = None,
-                   force: tuple[np.ndarray, np.ndarray] | None = None, probabilities: bool = False):
+                   force: tuple[np.ndarray, np.ndarray] | None = None):
   """L-MAE completion of one uint8 label [H,W] given its uint8 image [H,W,3] -> (label, report fields).
 
   min_missing > 0 (this project's extension, `--min_missing`): a model patch is masked only when at least this
@@ -260,8 +260,7 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
   geodesic fill, which the model then reads as given labels and which fills them in the output. `prefill`: that
   fill when the caller has it already (the hybrid), else it is computed here. `force=(any_px, fraction_px)`
   (the auto method): the patches holding an `any_px` pixel, or at least `min_missing` of `fraction_px`
-  pixels, are masked instead (every other missing pixel reaches the model pre-filled; `prefill` required).
-  `probabilities`: the fields also hold `probability_map` (float32[H,W,N], NaN where the model filled nothing)."""
+  pixels, are masked instead (every other missing pixel reaches the model pre-filled; `prefill` required)."""
   mode = MISSING[missing]
   if min_missing > 0 and not mode.exact:
     raise ConfigError(f"--min_missing={min_missing:g} needs --missing=unknown or unknown_and_void (the paper "
@@ -298,8 +297,6 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
                        "masked patch; please report this")
   out = inf.compose(label, np.argmax(acc, axis=-1), region)
   fields["confidence_map"] = review.confidence_map(acc, weight, region)  # NaN where the model did not fill
-  if probabilities:
-    fields["probability_map"] = review.probability_map(acc, weight, region)
   if prefill is not None:
     out = inf.compose(out, prefill, fillable & ~region)
     fields["prefilled_fraction"] = float((fillable & ~region).sum() / max(int(fillable.sum()), 1))

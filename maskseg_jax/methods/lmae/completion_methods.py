@@ -83,11 +83,9 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   nearest = inf.compose(label, fills.nearest_fill(label, known, image), fillable)
   geodesic = inf.compose(label, fills.geodesic_fill(label, known, image), fillable)
   prefill = np.where(routes == hole_routes.THIN, nearest, geodesic)
-  switch = np.isfinite(rule.fill_switch)
   out, fields = complete_label(completers, image, label, name=name, unknown_value=unknown_value, missing=missing,
                                scale=scale, min_missing=min_missing, prefill=prefill,
-                               force=(routes == hole_routes.OBJECT, routes == hole_routes.BLOB),
-                               probabilities=switch)
+                               force=(routes == hole_routes.OBJECT, routes == hole_routes.BLOB))
   routes = hole_routes.confirm_objects(routes, holes, out, label, known, rule)  # the model's own view decides
   r = float(radius) or hybrid_radius(completers[0], label.shape, scale)
   blob = routes == hole_routes.BLOB
@@ -95,9 +93,6 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   conf = fields.get("confidence_map")  # absent when the model filled nothing
   unsure = blob & (np.nan_to_num(conf, nan=1.0) < rule.blob_confidence) if conf is not None else False
   filled_by_fill = (routes == hole_routes.THIN) | near_blob | unsure
-  if switch:
-    prefill = switched_fill(prefill, np.where(routes == hole_routes.THIN, geodesic, nearest),
-                            fields.pop("probability_map", None), rule.fill_switch)
   out = np.where(filled_by_fill, prefill, out).astype(label.dtype)
   check_given(out, label, fillable, name)
   if "confidence_map" in fields:  # the fills' pixels carry no model confidence
@@ -105,19 +100,6 @@ def auto_label(completers: Sequence[Completer], image: np.ndarray, label: np.nda
   share = {route: float((routes == i + 1).sum() / max(int(fillable.sum()), 1))
            for i, route in enumerate(hole_routes.ROUTES)}
   return out, dict(fields, method="auto", changed_pixels=int((out != label).sum()), hole_routes=share, radius=r)
-
-
-def switched_fill(fill: np.ndarray, other: np.ndarray, probs: np.ndarray | None, margin: float) -> np.ndarray:
-  """`fill` with `other`'s label wherever `probs` (f32[H,W,N], NaN where the model filled nothing) gives it at
-  least `margin` more probability than `fill`'s label (`hole_routes` switch)."""
-  if probs is None:
-    return fill
-  n = probs.shape[-1]
-  def prob_of(lab):  # labels outside the classes (never a fill's output on a missing pixel) count as 0
-    p = np.take_along_axis(probs, np.clip(lab, 0, n - 1)[..., None].astype(np.intp), -1)[..., 0]
-    return np.where(lab < n, np.nan_to_num(p, nan=0.0), 0.0)
-  better = (fill != other) & (prob_of(other) >= prob_of(fill) + margin) & np.isfinite(probs[..., 0])
-  return np.where(better, other, fill)
 
 
 MODEL_METHODS = ("auto", "model", "hybrid")  # the methods that need a trained L-MAE

@@ -17,10 +17,6 @@ user cannot be asked to know which damage a folder holds, and one folder may hol
               show; a blob is filled with what surrounds it. At least `min_novelty` -> "object", else "blob".
   confidence  deep in a blob, the model's label stands only where its top probability is at least
               `blob_confidence`; elsewhere the blob's geodesic fill, which is right more often there.
-  switch      every pixel a fill labels (thin gaps, blob rims, unsure blob pixels) where the nearest and the
-              geodesic fills disagree and the model saw it masked: the fill whose label the model finds likelier
-              by at least `fill_switch` (the model as a judge between two candidates, where it is too unsure to
-              name the class itself).
 The thresholds were chosen on the development split (train@dev, CamVid at 360x480), never on val, as the rule
 with the best worst-damage margin over the best fill: experiments/results/lmae_dev_protocol.md. Pure
 numpy/scipy; `completion_methods.auto_label` acts on the routes.
@@ -47,8 +43,6 @@ class HoleRule:
   rim_px: float = 3.0          # the rim: given pixels within this distance of the hole
   blob_confidence: float = 0.6  # deep in a blob, the model's label only where it is at least this sure, else
                                 # the fill's (0: the model's throughout)
-  fill_switch: float = float("inf")  # a fill's pixel takes the other fill's label where the model, seeing it
-                                     # masked, gives that label at least this much more probability (inf: never)
 
 
 def image_gradient(image: np.ndarray) -> np.ndarray:

@@ -25,24 +25,15 @@ REPORT_CSV = "report.csv"
 PREVIEW_SIDE = 320   # longest side of one preview column, pixels (large files are shown smaller)
 
 
-def region_probabilities(acc: np.ndarray, weight: np.ndarray, region: np.ndarray) -> np.ndarray:
-  """float32[n,N]: the softmax of the blended logits `acc / weight` at the n pixels of `region` (row-major)."""
-  logits = acc[region] / weight[region][:, None]
-  p = np.exp(logits - logits.max(-1, keepdims=True))
-  return (p / p.sum(-1, keepdims=True)).astype(np.float32)
-
-
-def probability_map(acc: np.ndarray, weight: np.ndarray, region: np.ndarray) -> np.ndarray:
-  """float32[H,W,N]: `region_probabilities` where `region` (the pixels the model filled), NaN elsewhere."""
-  out = np.full(acc.shape, np.nan, np.float32)
-  out[region] = region_probabilities(acc, weight, region)
-  return out
-
-
 def confidence_map(acc: np.ndarray, weight: np.ndarray, region: np.ndarray) -> np.ndarray:
-  """float32[H,W]: the largest of `region_probabilities` where `region`, NaN elsewhere."""
+  """float32[H,W]: the largest softmax probability of the blended logits `acc / weight` where `region` (the
+  pixels the model filled), NaN elsewhere."""
   out = np.full(region.shape, np.nan, np.float32)
-  out[region] = region_probabilities(acc, weight, region).max(-1, initial=0.0)
+  if region.any():
+    logits = acc[region] / weight[region][:, None]
+    logits = logits - logits.max(-1, keepdims=True)
+    p = np.exp(logits)
+    out[region] = (p.max(-1) / p.sum(-1)).astype(np.float32)
   return out
 
 
