@@ -97,6 +97,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.image_every = 0            # write picture grids every N evals (0: only the final eval)
   t.num_images = 4             # samples per picture grid
   t.on_nonfinite = "stop"      # stop | skip
+  t.ema_decay = 0.0            # this project's extension: > 0 evaluates/completes with a weight average (weight_average.py)
   t.stop_at = -1               # save and return at this step, as a preemption would (Colab time slices, tests)
 
   return c

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import jax
 
+from maskseg_jax import weight_average
 from maskseg_jax.errors import ConfigError
 
 
@@ -84,7 +85,7 @@ def check_dataset_name(config) -> None:
 
 
 def check_schedule(config) -> None:
-  """Positive step counts and intervals; stop_at inside the run; a known non-finite policy."""
+  """Positive step counts and intervals; stop_at inside the run; a known non-finite policy; an EMA decay in [0, 1)."""
   t = config.train
   for key in ("steps", "log_every", "checkpoint_every", "keep_checkpoints"):
     if int(t[key]) < 1:
@@ -96,6 +97,7 @@ def check_schedule(config) -> None:
     raise ConfigError(f"train.stop_at={t.stop_at}; expected -1 (off) or a step in 1..train.steps={t.steps}")
   if t.on_nonfinite not in ("stop", "skip"):
     raise ConfigError(f"train.on_nonfinite={t.on_nonfinite!r}; expected 'stop' or 'skip'")
+  weight_average.check_decay(t.get("ema_decay", 0.0))
 
 
 def check_optimizer(config) -> None:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from maskseg_jax import checkpointing
+from maskseg_jax import checkpointing, weight_average
 from maskseg_jax.errors import CheckpointError
 from maskseg_jax.models import resnet
 
@@ -60,7 +60,8 @@ def resolve_checkpoint_dir(path: str) -> str:
 
 
 def read_weights(path: str) -> tuple[dict, dict, str]:
-  """-> (params, batch_stats, checkpoint folder): the last step of `path`'s checkpoint, as saved."""
+  """-> (params, batch_stats, checkpoint folder): the last step of `path`'s checkpoint, as saved (params: the
+  weight average when the run kept one)."""
   directory = resolve_checkpoint_dir(path)
   ckpt = checkpointing.Checkpointer(directory)
   try:
@@ -72,6 +73,7 @@ def read_weights(path: str) -> tuple[dict, dict, str]:
   missing = [k for k in ("params", "batch_stats") if k not in state]
   if missing:
     raise CheckpointError(f"checkpoint in {directory} has no {missing} in its state; expected a model checkpoint")
+  state = weight_average.for_inference(state)  # a run trained with train.ema_decay hands on its average
   return state["params"], state["batch_stats"], directory
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maskseg_jax import checkpointing, config_checks, sharding
+from maskseg_jax import checkpointing, config_checks, sharding, weight_average
 from maskseg_jax.errors import ConfigError, MasksegError
 from maskseg_jax.methods import get_method
 from maskseg_jax.metric_writer import MetricWriter
@@ -83,15 +83,16 @@ def _guard_nonfinite(step_fn, mode: str):
   return guarded
 
 
-def compile_step(task, mesh, on_nonfinite: str = "stop", *, warmup: bool = False):
-  """The jitted train step (`warmup`: the task's warm-up step instead)."""
+def compile_step(task, mesh, on_nonfinite: str = "stop", *, warmup: bool = False, ema_decay: float = 0.0):
+  """The jitted train step (`warmup`: the task's warm-up step instead; `ema_decay`: also the weight average)."""
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  fn = task.warmup_step if warmup else task.train_step
+  fn = weight_average.averaging(task.warmup_step if warmup else task.train_step, ema_decay)
   return jax.jit(_guard_nonfinite(fn, on_nonfinite), in_shardings=(repl, data, repl),
                  out_shardings=(repl, repl), donate_argnums=0)
 
 
 def evaluate(task, state, writer: MetricWriter, step: int, *, write_images: bool) -> dict:
+  state = weight_average.for_inference(state)
   scalars = {}
   for evaluator in task.evaluators:
     result = evaluator.run(state, progress=writer.eval_progress(evaluator.name))
@@ -123,7 +124,7 @@ def run(config, workdir: str, *, task=None) -> dict:
   writer = MetricWriter(workdir, total_steps=tc.steps)
   task = task or get_method(config.method).build(config, mesh, workdir)
   checkpointing.wait_for_all_processes("maskseg_built")  # before the first collective
-  state = sharding.replicate(task.state, mesh)
+  state = sharding.replicate(weight_average.attach(task.state, tc.get("ema_decay", 0.0)), mesh)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), keep=tc.keep_checkpoints,
                                     best_metric=tc.best_metric or None)
   try:
@@ -140,7 +141,7 @@ def run(config, workdir: str, *, task=None) -> dict:
                         "pass --config.eval_untrained=True to use the untrained model on purpose")
     if config.mode == "train":
       return _train(config, task, state, mesh, writer, ckpt)
-    return modes[config.mode](state) or {}
+    return modes[config.mode](weight_average.for_inference(state)) or {}
   finally:
     ckpt.close()
     writer.close()
@@ -164,9 +165,10 @@ def _modes(task, workdir: str, writer: MetricWriter) -> dict:
 
 def _train(config, task, state, mesh, writer: MetricWriter, ckpt) -> dict:
   tc = config.train
-  step_fn = compile_step(task, mesh, tc.on_nonfinite)
+  ema = tc.get("ema_decay", 0.0)
+  step_fn = compile_step(task, mesh, tc.on_nonfinite, ema_decay=ema)
   # A task's cheaper warm-up step runs while step < warmup_steps (switched here, on the host: one program each).
-  warm_fn = compile_step(task, mesh, tc.on_nonfinite, warmup=True) if task.warmup_step else None
+  warm_fn = compile_step(task, mesh, tc.on_nonfinite, warmup=True, ema_decay=ema) if task.warmup_step else None
   base_key = jax.random.PRNGKey(config.seed)
   step = int(jax.device_get(state["step"]))
   history, last_eval, evals_done, first = [], {}, 0, True

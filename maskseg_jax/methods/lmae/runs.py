@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from maskseg_jax import checkpointing, optim
+from maskseg_jax import checkpointing, optim, weight_average
 from maskseg_jax.errors import CheckpointError, ConfigError
 from maskseg_jax.methods import base
 from maskseg_jax.methods.lmae.completion import Completer, make_completer
@@ -105,7 +105,8 @@ def load_completer(workdir: str, *, ratio: float | None = None, checkpoint: str 
       build_lmae(config.model, n, nnx.Rngs(params=config.seed, dropout=config.seed + 1)))
   tx = optim.make_optimizer(config.optim, config.train.steps, params)
   # The optimizer state is only described (never allocated): restoring needs the saved tree's structure.
-  shapes = jax.eval_shape(lambda p: base.new_state(p, batch_stats, tx, {"class_weights": jnp.zeros(n)}), params)
+  shapes = jax.eval_shape(lambda p: weight_average.attach(
+      base.new_state(p, batch_stats, tx, {"class_weights": jnp.zeros(n)}), config.train.get("ema_decay", 0.0)), params)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
@@ -116,6 +117,7 @@ def load_completer(workdir: str, *, ratio: float | None = None, checkpoint: str 
     restored, _ = ckpt.restore(abstract, step=step)
   finally:
     ckpt.close()
+  restored = weight_average.for_inference(restored)
   c = make_completer(config, mdef, restored["params"], restored["batch_stats"], name=workdir, ratio=ratio)
   if abs(c.ratio - c.train_ratio) > 1e-9:
     log(f"warning: --model={c.ratio:g}={workdir}: this run was trained at mask ratio {c.train_ratio:g}, not "
