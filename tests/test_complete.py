@@ -65,12 +65,12 @@ def read(path):
 
 
 def spy(c: completion.Completer, calls: list) -> completion.Completer:
-  """The same completer, recording (force, k, mask) of every model call."""
+  """The same completer, recording (force, k, mask, given) of every model call."""
   inner = c.logits
 
-  def logits(image, label, force, k):
-    out = inner(image, label, force, k)
-    calls.append((np.asarray(force[0]), k, np.asarray(out[1][0])))
+  def logits(image, label, force, given, k):
+    out = inner(image, label, force, given, k)
+    calls.append((np.asarray(force[0]), k, np.asarray(out[1][0]), np.asarray(given[0])))
     return out
 
   c.logits = logits
@@ -126,10 +126,13 @@ def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path,
   images, labels, given = write_pairs(tmp_path, n=1, size=(32, 40), box=box)
   [r] = label_folder.complete_folder(images, labels, str(tmp_path / "out"), [c], method="model",
                                      log=lambda s: None)
-  [(force, k, mask)] = calls
+  [(force, k, mask, given_m)] = calls
   # The 32x40 file is one tile padded to the 40x40 field of view: the patches its 4x4 box maps to, no others.
   px = np.zeros((40, 40), bool)
   px[box] = True
+  in_file = np.zeros((40, 40), bool)
+  in_file[:32, :40] = True  # the model is told which pixels hold a given label: the file's, less the box
+  np.testing.assert_array_equal(given_m, inf.resize_nearest(in_file & ~px, (32, 32)))
   np.testing.assert_array_equal(force, inf.patches_with(px, inf.model_patch_of_pixels((40, 40), (32, 32), 8), 16))
   assert 1 <= force.sum() <= 4 and (mask >= force).all()
   assert mask.sum() == inf.bucket(int(force.sum()), c.buckets) and k == 16 - mask.sum()
@@ -139,7 +142,7 @@ def test_exact_masking_hides_only_the_patches_that_hold_missing_pixels(tmp_path,
 def stub_completer(model_class: int, calls: list) -> completion.Completer:
   """A 32x32 / patch-8 "model" whose logits favour `model_class` by 1 everywhere; masks exactly the forced
   patches (plus the first others up to the bucket) and records (force, fed label, mask)."""
-  def logits(image, label, force, k):
+  def logits(image, label, force, given, k):
     mask = np.asarray(force).copy()
     extra = np.flatnonzero(~mask[0])[:16 - k - int(mask.sum())]
     mask[0, extra] = True

@@ -187,6 +187,23 @@ def test_prior_reaches_the_masked_tokens():
   assert float(jnp.abs(a - b)[jnp.asarray(mask_px)].max()) > 1e-4
 
 
+def test_pixel_context_reads_given_pixels_in_masked_patches_and_nothing_else():
+  """lmae.pixel_context: a given pixel inside a masked patch seeds the prior (its label changes the logits);
+  the missing pixels there stay hidden; no given pixel in a masked patch is the model without it."""
+  model = _model(prior="geodesic", refine_width=4)
+  model.refine.out.kernel[...] = 0.1 * jnp.ones_like(model.refine.out.kernel[...])
+  image, label, keep, masked, mask_px = _inputs()
+  run = lambda lab, given, **kw: np.asarray(inf.completion_logits(model, image, lab, keep, masked, given_px=given,
+                                                                  fill_blend=0.3, mirror=True, **kw))
+  np.testing.assert_array_equal(run(label, jnp.zeros_like(label, bool)), run(label, None))
+  given = jnp.asarray(mask_px & (np.arange(32)[None, None, :] % 8 == 0))  # a column of each masked patch
+  hidden = jnp.where(jnp.asarray(mask_px) & ~given, (label + 1) % N, label)
+  np.testing.assert_array_equal(run(hidden, given, reveal=(0.5,)), run(label, given, reveal=(0.5,)))
+  moved = jnp.where(given, (label + 2) % N, label)
+  assert float(np.abs(run(moved, given) - run(label, given)).max()) > 1e-4
+  assert float(np.abs(run(label, given) - run(label, None)).max()) > 1e-4
+
+
 def test_refine_head_starts_as_identity_and_then_trains():
   model = _model(prior="nearest", refine_width=4)
   image, label, keep, masked, _ = _inputs()

@@ -170,7 +170,7 @@ def test_confidence_is_the_softmax_probability_of_the_chosen_class():
 
 def stub_completer(margin: float) -> completion.Completer:
   """A 32x32 / patch-8 "model" whose logits favour class 3 by `margin`, masking exactly the forced patches."""
-  def logits(image, label, force, k):
+  def logits(image, label, force, given, k):
     mask = np.asarray(force).copy()
     extra = np.flatnonzero(~mask[0])[:16 - k - int(mask.sum())]
     mask[0, extra] = True

@@ -74,6 +74,7 @@ from maskseg_jax.methods.lmae import fills
 from maskseg_jax.methods.lmae import inference as inf
 from maskseg_jax.methods.lmae import patch_masks as P
 from maskseg_jax.methods.lmae import review
+from maskseg_jax.methods.lmae.config import LMAE_DEFAULTS
 # The label codes and `--missing` choices (label_codes.py), re-exported: this module is the protocol's entry point.
 from maskseg_jax.methods.lmae.label_codes import (DEFAULT_IGNORE, DEFAULT_MISSING, DEFAULT_UNKNOWN,  # noqa: F401
                                                   MISSING, Codes, Missing, check_codes, check_values,
@@ -96,7 +97,8 @@ class Completer:
   mean: tuple[float, ...]
   std: tuple[float, ...]
   window: tuple[int, int]   # file pixels one model input covers in training: data.crop_size / data.image_scale
-  # (image f32[1,h,w,3], label i32[1,h,w], force bool[1,L], k static) -> (logits f32[1,h,w,N], mask bool[1,L])
+  # (image f32[1,h,w,3], label i32[1,h,w], force bool[1,L], given bool[1,h,w] (the pixels holding a given label),
+  #  k static) -> (logits f32[1,h,w,N], mask bool[1,L])
   logits: Callable
   traces: list = dataclasses.field(default_factory=list)  # visible counts k compiled for (one per bucket)
 
@@ -138,19 +140,23 @@ def make_completer(config, mdef, params, batch_stats, *, name: str, ratio: float
   options = inf.completion_options(lc)
   traces: list = []
 
+  pixel_context = bool(lc.get("pixel_context", LMAE_DEFAULTS["pixel_context"]))  # absent in older runs
+
   @functools.partial(jax.jit, static_argnames="k")
-  def run(params, batch_stats, image, label, force, *, k):
+  def run(params, batch_stats, image, label, force, given, *, k):
     traces.append(k)  # runs once per compile
     ids_keep, ids_masked, mask = inf.strategy_mask(label, key, strategy="background_first", k=k, p=p,
                                                    background_classes=bg, ignore_label=ignore, force=force)
-    logits = inf.completion_logits(mdef.merge(params, batch_stats), image, label, ids_keep, ids_masked, **options)
+    logits = inf.completion_logits(mdef.merge(params, batch_stats), image, label, ids_keep, ids_masked,
+                                   given_px=given if pixel_context else None, **options)
     return logits, mask
 
   return Completer(name=name, ratio=train_ratio if ratio is None else float(ratio), train_ratio=train_ratio,
                    num_classes=int(dc.num_classes), patch_size=p, image_size=(h, w), background_classes=bg,
                    ignore_label=ignore, unknown_value=int(lc.get("unknown_value", DEFAULT_UNKNOWN)),
                    mean=tuple(dc.mean), std=tuple(dc.std), window=train_window(dc, (h, w)),
-                   logits=lambda image, label, force, k: run(params, batch_stats, image, label, force, k=k),
+                   logits=lambda image, label, force, given, k: run(params, batch_stats, image, label, force,
+                                                                     given, k=k),
                    traces=traces)
 
 
@@ -208,8 +214,10 @@ def _pad(x: np.ndarray, ph: int, pw: int, value) -> np.ndarray:
   return np.pad(x, pads, constant_values=value)
 
 
-def model_logits(c: Completer, image: np.ndarray, fed: np.ndarray, tiles: Sequence[Tile], min_masked: int):
-  """(blended logits f32[H,W,N], weight f32[H,W], largest masked count) over `tiles`.
+def model_logits(c: Completer, image: np.ndarray, fed: np.ndarray, given: np.ndarray, tiles: Sequence[Tile],
+                 min_masked: int):
+  """(blended logits f32[H,W,N], weight f32[H,W], largest masked count) over `tiles`; `given` bool[H,W]: the
+  pixels of `fed` that hold a given label (not missing, not pre-filled).
 
   Each tile's logits are composed at model resolution (`inf.given_logits`: the model's on masked patches, the
   given labels elsewhere) and then resized, and count only at file pixels of its masked patches (the pixels it
@@ -228,8 +236,9 @@ def model_logits(c: Completer, image: np.ndarray, fed: np.ndarray, tiles: Sequen
     image_m, _ = T.resize(_pad(image[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w], t.ph, t.pw, 0), None, c.image_size)
     label_t = _pad(fed[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w], t.ph, t.pw, c.ignore_label)
     label_m = inf.resize_nearest(label_t, c.image_size).astype(np.int32)
+    given_m = inf.resize_nearest(_pad(given[t.y0:t.y0 + t.h, t.x0:t.x0 + t.w], t.ph, t.pw, False), c.image_size)
     logits, mask = jax.device_get(c.logits(T.normalize(image_m, c.mean, c.std)[None], label_m[None],
-                                           t.force[None], c.num_patches - m))
+                                           t.force[None], given_m[None], c.num_patches - m))
     # Every patch missing (need > L - 1): the one patch left visible is predicted too.
     mask = np.asarray(mask[0]) | (need >= c.num_patches)
     masked_m = np.asarray(inf.patch_pixels(jnp.asarray(mask[None]), c.patch_size, *c.image_size)[0])
@@ -290,7 +299,8 @@ def complete_label(completers: Sequence[Completer], image: np.ndarray, label: np
     fed = np.where(forced_px, prefill, label)
   else:
     fed = np.where(forced_px, c.ignore_label, label)  # missing labels never reach the model
-  acc, weight, top = model_logits(c, image, fed, tiles, 0 if mode.exact else c.budget)
+  given = codes[0].classes(label) & ~fillable
+  acc, weight, top = model_logits(c, image, fed, given, tiles, 0 if mode.exact else c.budget)
   region = fillable & (weight > 0)
   if prefill is None and mode.exact and not region.all(where=fillable):
     raise RuntimeError(f"internal error: {int((fillable & ~region).sum())} missing pixels of {name} were in no "

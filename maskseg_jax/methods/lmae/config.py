@@ -25,6 +25,7 @@ LMAE_DEFAULTS = dict(
     fill_blend=0.0,                 # this project's extension: mix a x one-hot(geodesic fill) into the softmax (eval/completion)
     fill_blend_reach=0.0,           # this project's extension: a x exp(-d / reach) at d px from the fill's seed (0: a)
     progressive_reveal=(),          # this project's extension: cumulative fractions of masked patches revealed (eval/completion)
+    pixel_context=True,             # this project's extension: completion seeds the prior and fill blend with given pixels in masked patches
     eval_seed=0,                    # fixed masking noise, so evals are comparable between steps
     eval_baselines=("nearest", "geodesic"),  # non-learned fills scored beside the model (maskseg_jax/methods/lmae/fills.py)
     unknown_value=254,              # label value a user sets on pixels to complete (always masked)

@@ -84,14 +84,16 @@ def completion_options(lmae_config) -> dict:
 
 
 def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                      reveal: Sequence[float] = (), **options) -> jax.Array:
+                      reveal: Sequence[float] = (), given_px: jax.Array | None = None, **options) -> jax.Array:
   """The model's logits [B,H,W,N] at inference (eval and completion): `single_pass_logits`, then (this project's
   extension, `lmae.progressive_reveal` = cumulative fractions f1 < f2 < ... of the M masked patches) one more
   pass per fraction: the still-masked patches the last pass is surest of (mean top-class probability over the
   patch), up to round(f x M) revealed in all, join the visible ones with their predicted labels, and the next
   pass completes the rest from that larger context (the model is better the more it sees: PA-mIoU falls from
-  ratio 0.5 to 0.75). Revealed patches keep the logits they were revealed with.
+  ratio 0.5 to 0.75). Revealed patches keep the logits they were revealed with. `given_px`: see
+  `single_pass_logits`.
   """
+  options = dict(options, given_px=given_px)
   logits = single_pass_logits(model, image, label, ids_keep, ids_masked, **options)
   p = model.patch_size
   h, w = label.shape[1:]
@@ -114,7 +116,8 @@ def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.A
 
 
 def single_pass_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                       mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0) -> jax.Array:
+                       mirror: bool = False, fill_blend: float = 0.0, fill_reach: float = 0.0,
+                       given_px: jax.Array | None = None) -> jax.Array:
   """The model's logits [B,H,W,N] from one look at the visible patches.
 
   `mirror` (this project's extension, `lmae.mirror_average`): also run the horizontally flipped image, label and
@@ -125,26 +128,34 @@ def single_pass_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.
   model gives the fill's class within a / (1 - a) of its own top class).
   `fill_reach` = r px (this project's extension, `lmae.fill_blend_reach`; 0 = off): a falls off with the distance d
   from a pixel to the visible pixel its fill copies, a x exp(-d / r): a fill is surest next to its seed.
+  `given_px` bool[B,H,W] (this project's extension, `lmae.pixel_context`; completion only, where a label's given
+  pixels are known exactly): the given pixels inside masked patches seed the model's prior and the blended fill
+  too, so a patch a hole only partly covers is completed from what it still shows.
   """
-  logits = model(image, label, ids_keep, ids_masked, train=False).astype(jnp.float32)
+  logits = model(image, label, ids_keep, ids_masked, train=False, given_px=given_px).astype(jnp.float32)
   if mirror:
     grid_w = image.shape[2] // model.patch_size
+    flip_given = None if given_px is None else given_px[:, :, ::-1]
     flipped = model(image[:, :, ::-1], label[:, :, ::-1], mirrored_patch_ids(ids_keep, grid_w),
-                    mirrored_patch_ids(ids_masked, grid_w), train=False).astype(jnp.float32)[:, :, ::-1]
+                    mirrored_patch_ids(ids_masked, grid_w), train=False,
+                    given_px=flip_given).astype(jnp.float32)[:, :, ::-1]
     logits = jnp.log((jax.nn.softmax(logits, -1) + jax.nn.softmax(flipped, -1)) / 2 + 1e-12)
   if fill_blend <= 0.0:
     return logits
-  onehot, seed_distance = geodesic_fill(image, label, ids_masked, model.patch_size, logits.shape[-1])
+  onehot, seed_distance = geodesic_fill(image, label, ids_masked, model.patch_size, logits.shape[-1], given_px)
   a = fill_blend * (jnp.exp(-seed_distance / fill_reach) if fill_reach > 0 else 1.0)
   return jnp.log((1.0 - a) * jax.nn.softmax(logits, -1) + a * onehot + 1e-12)
 
 
-def geodesic_fill(image: jax.Array, label: jax.Array, ids_masked: jax.Array, p: int, num_classes: int):
-  """(float[B,H,W,N] one-hot of the in-graph geodesic fill from the labels outside the masked patches (zero where
-  no label is visible), float[B,H,W,1] distance in pixels to the visible pixel each fill copies): the geodesic
-  prior's one-hot and its first cue."""
+def geodesic_fill(image: jax.Array, label: jax.Array, ids_masked: jax.Array, p: int, num_classes: int,
+                  given_px: jax.Array | None = None):
+  """(float[B,H,W,N] one-hot of the in-graph geodesic fill from the labels outside the masked patches and at
+  `given_px` (zero where no label is visible), float[B,H,W,1] distance in pixels to the visible pixel each fill
+  copies): the geodesic prior's one-hot and its first cue."""
   h, w = label.shape[1:]
   visible_px = ~P.masked_pixels(ids_masked, p, h, w)
+  if given_px is not None:
+    visible_px = visible_px | given_px
   onehot, cues = ext.prior_features(image, label, visible_px, num_classes, "geodesic")
   return onehot.astype(jnp.float32), cues[..., :1].astype(jnp.float32) * ext.SEED_DISTANCE_UNIT
 

@@ -226,10 +226,12 @@ class LMAE(nnx.Module):
     return fuse_map(image, label, num_classes=self.num_classes, fuse=self.fuse)
 
   def __call__(self, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-               train: bool) -> jax.Array:
+               train: bool, given_px: jax.Array | None = None) -> jax.Array:
     """image float[B,H,W,3] (normalized), label int[B,H,W] (255 void), ids from `mask_from_scores`.
 
     Labels at masked patches never reach the computation: only the visible fuse-map patches are gathered.
+    `given_px` bool[B,H,W] (completion only, `lmae.pixel_context`): pixels whose label is a genuinely given one;
+    those inside masked patches also seed the prior (the encoder still sees whole visible patches only).
     """
     b, h, w, _ = image.shape
     if (h, w) != self.image_size:
@@ -243,7 +245,8 @@ class LMAE(nnx.Module):
     masked_px = masked_pixels(ids_masked, p, h, w)
     prior = cues = None
     if self.prior != "none" or self.refine is not None:  # both built from visible labels only
-      prior, cues = ext.prior_features(image, label, ~masked_px, self.num_classes, self.prior)
+      seeds = ~masked_px if given_px is None else ~masked_px | given_px
+      prior, cues = ext.prior_features(image, label, seeds, self.num_classes, self.prior)
     if self.ips:  # image (and the visible-label prior): the masked label must stay hidden
       supplement = image if self.prior == "none" else jnp.concatenate([image, prior], -1)
       masked = self.ips_embed(gather_tokens(patchify(supplement, p), ids_masked))

@@ -18,6 +18,7 @@ from maskseg_jax import checkpointing, optim, weight_average
 from maskseg_jax.errors import CheckpointError, ConfigError
 from maskseg_jax.methods import base
 from maskseg_jax.methods.lmae.completion import Completer, make_completer
+from maskseg_jax.methods.lmae.config import LMAE_DEFAULTS
 from maskseg_jax.methods.lmae.model import build_lmae
 
 
@@ -83,10 +84,12 @@ def best_step(workdir: str, metric: str, available: Sequence[int]) -> int | None
 
 def override_eval_settings(config: ml_collections.ConfigDict, overrides: dict | None) -> ml_collections.ConfigDict:
   """The run's config with evaluation-time `lmae.*` settings replaced (e.g. `lmae.progressive_reveal`): the
-  weights are the run's, only how they complete changes. Other fields are refused (they change the model)."""
+  weights are the run's, only how they complete changes. Other fields are refused (they change the model). A
+  field newer than the run (in `LMAE_DEFAULTS`, not in its saved config) is accepted too."""
   for key, value in (overrides or {}).items():
     section, _, name = key.partition(".")
-    if section != "lmae" or name not in config.lmae or name.startswith("complete_"):
+    known = name in config.lmae or name in LMAE_DEFAULTS
+    if section != "lmae" or not known or name.startswith("complete_"):
       raise ConfigError(f"run setting {key}={value!r}: expected an evaluation-time lmae.* field of the run's "
                         "config (e.g. lmae.progressive_reveal, lmae.fill_blend, lmae.mirror_average)")
     config.lmae[name] = value
