@@ -16,14 +16,17 @@
                             the model learns a correction of the fill instead of re-learning to copy it: the fill is
                             surest next to its seed (on CamVid it beat the model on the pixels within 1.5 px of one).
 
-Six more extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
+Seven more extensions live where they act: `lmae.mirror_average` (logits averaged with the mirrored input at
 eval and completion, `inference.single_pass_logits`), `lmae.progressive_reveal` (the masked patches the model is
 surest of join the visible ones with their predicted labels and the rest is completed again, in a few rounds,
 `inference.completion_logits`), `lmae.fill_blend` (the softmax mixed with the one-hot
 geodesic fill there too, so the fill decides where the model is unsure) with `lmae.fill_blend_reach` (the
 fill's weight falling off with the distance to the visible pixel it copies), `lmae.lovasz_weight`
 (+ Lovasz-softmax on the masked pixels, `losses/segmentation.py`, added in `task.make_train_step`) and
-`lmae.train_mask_ratios` (each training batch cut into slices masked at several ratios, `task.make_train_step`).
+`lmae.train_mask_ratios` (each training batch cut into slices masked at several ratios, `task.make_train_step`)
+and `lmae.pixel_context` (completion only, on by default: the given pixels inside a masked patch seed the prior
+and the blended fill, `inference.single_pass_logits`; a hole that covers part of a patch no longer hides the
+rest of it from the prior).
 
 Why: on CamVid the paper's model completes labels worse than the nearest fill (README). Their effect is measured
 by `experiments/lmae_ablations.py --groups=extensions` (tables in the README and experiments/results/).
