@@ -84,16 +84,15 @@ def completion_options(lmae_config) -> dict:
 
 
 def completion_logits(model, image: jax.Array, label: jax.Array, ids_keep: jax.Array, ids_masked: jax.Array, *,
-                      reveal: Sequence[float] = (), given_px: jax.Array | None = None, **options) -> jax.Array:
+                      reveal: Sequence[float] = (), **options) -> jax.Array:
   """The model's logits [B,H,W,N] at inference (eval and completion): `single_pass_logits`, then (this project's
   extension, `lmae.progressive_reveal` = cumulative fractions f1 < f2 < ... of the M masked patches) one more
   pass per fraction: the still-masked patches the last pass is surest of (mean top-class probability over the
   patch), up to round(f x M) revealed in all, join the visible ones with their predicted labels, and the next
   pass completes the rest from that larger context (the model is better the more it sees: PA-mIoU falls from
-  ratio 0.5 to 0.75). Revealed patches keep the logits they were revealed with. `given_px`: see
-  `single_pass_logits`.
+  ratio 0.5 to 0.75). Revealed patches keep the logits they were revealed with. `options` go to every pass
+  (`single_pass_logits`, `given_px` included).
   """
-  options = dict(options, given_px=given_px)
   logits = single_pass_logits(model, image, label, ids_keep, ids_masked, **options)
   p = model.patch_size
   h, w = label.shape[1:]
