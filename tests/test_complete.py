@@ -592,10 +592,12 @@ def test_hole_routes_by_thickness_and_outline_edges():
   _, f = H.hole_features(label == 254, image)
   assert sorted(f["area"].tolist()) == [32, 400, 528] and f["edge"].min() == 0.0  # the blob's outline is flat
   # The rule's thresholds decide: no hole is thin below a thickness of 0.5, every thick one a blob at ratio inf.
-  strict, _ = H.route_pixels(label == 254, image, H.HoleRule(thin_px=0.5, edge_ratio=np.inf))
+  strict, _ = H.route_pixels(label == 254, image, H.HoleRule(thin_px=0.5, sliver_px=0.0, edge_ratio=np.inf))
   assert set(np.unique(strict[label == 254])) == {H.BLOB}
-  band, _ = H.route_pixels(label == 254, image, H.HoleRule(min_elongation=100.0))  # too short to be a band:
-  assert (band[0:16, 31:33] == H.OBJECT).all()  # its outline is the image's edge, so an object candidate
+  band, _ = H.route_pixels(label == 254, image, H.HoleRule(min_elongation=100.0, sliver_px=0.0))  # too short to
+  assert (band[0:16, 31:33] == H.OBJECT).all()  # be a band; its outline is the image's edge: an object candidate
+  sliver, _ = H.route_pixels(label == 254, image, H.HoleRule(min_elongation=100.0, sliver_px=1.0))
+  assert (sliver[0:16, 31:33] == H.THIN).all() and (sliver[34:54, 4:24] == H.OBJECT).all()  # 1 px thick: thin
   # An object candidate stays one only where the model shows a class its rim lacks (rim: class 1 here).
   known = label != 254
   for predicted_class, expected in ((3, H.OBJECT), (1, H.BLOB)):

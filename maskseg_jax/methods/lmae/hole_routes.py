@@ -8,7 +8,8 @@ user cannot be asked to know which damage a folder holds, and one folder may hol
 8-connected hole of missing pixels is routed by measurements that need no truth:
   thickness   the largest distance of a hole pixel to the hole's outside (the radius of the largest disc that
               fits in it), file pixels, and elongation, its area over the area of that disc: at most `thin_px`
-              thick and at least `min_elongation` long -> "thin" (a band; a small compact hole is a blob);
+              thick and at least `min_elongation` long -> "thin" (a band; a small compact hole is a blob),
+              and any hole at most `sliver_px` thick, whatever its length (a sliver the model cannot see);
   edge        the image's mean Sobel gradient on the hole's outline over its mean on the whole image: a hole
               that is an object removed whole has the object's outline, which is an edge of the image; a
               blob's outline follows no edge (ratio near 1). At least `edge_ratio` -> an object candidate;
@@ -38,6 +39,8 @@ _EIGHT = np.ones((3, 3), bool)
 class HoleRule:
   thin_px: float = 12.0       # thickness at most this (file pixels) ...
   min_elongation: float = 1.5  # ... and area at least this many times the thickness disc's: a thin gap
+  sliver_px: float = 3.0       # thickness at most this: thin whatever its shape (about half a model pixel at
+                               # the CamVid recipe's scale, too narrow for the model to resolve; 0: off)
   edge_ratio: float = 1.5      # outline gradient / image mean gradient at least this: an object candidate
   min_novelty: float = 0.4     # a candidate whose pixels the model gives classes absent from its rim this often
   rim_px: float = 3.0          # the rim: given pixels within this distance of the hole
@@ -71,6 +74,7 @@ def route_of_holes(features: dict[str, np.ndarray], rule: HoleRule) -> np.ndarra
   """int[n] route id per hole (THIN, OBJECT candidate or BLOB) from its features."""
   disc = np.pi * np.maximum(features["thickness"], 0.5) ** 2
   thin = (features["thickness"] <= rule.thin_px) & (features["area"] >= rule.min_elongation * disc)
+  thin |= features["thickness"] <= rule.sliver_px
   return np.where(thin, THIN, np.where(features["edge"] >= rule.edge_ratio, OBJECT, BLOB)).astype(np.int8)
 
 
