@@ -122,3 +122,33 @@ def test_semi_camvid_recipe_config_args():
     assert "'huge' is not an accepted value" in str(e) and "size: full|cpu|recipe" in str(e)
   else:
     raise AssertionError("a bad size prefix was accepted")
+
+
+def _label_curve():
+  sys.path.insert(0, os.path.join(REPO, "experiments"))
+  import semi_label_curve
+  return semi_label_curve
+
+
+def test_label_curve_summary_gaps_and_table():
+  curve = _label_curve()
+  iou = {c: 10.0 for c in curve.CLASSES}
+  runs = [dict(row=row, seed=s, miou=m, iou=iou) for row, ms in (("8", (30.0, 32.0, 34.0)), ("all", (37.0, 38.0, 39.0)))
+          for s, m in enumerate(ms)]
+  ref, full = curve.summarise(runs, reference="8")
+  assert ref["mean"] == 32.0 and ref["std"] == 2.0 and "gap" not in ref
+  assert full["gap"] == 6.0 and full["min_pairwise_gap"] == 3.0  # worst all seed 37 - best 1/8 seed 34
+  assert abs(full["gap_se"] - (4 / 3 + 1 / 3) ** 0.5) < 1e-12
+  table = curve.markdown([ref, full], "8", [0, 1, 2]).splitlines()
+  assert table[2].startswith("| 1/8 | 30.0 | 32.0 | 34.0 | **32.0** ± 2.0 |")
+  assert table[3].endswith("| +6.0 ± 1.3 | +3.0 |")
+
+
+def test_label_curve_refuses_bad_rows_and_empty_folders(tmp_path):
+  script = os.path.join(REPO, "experiments", "semi_label_curve.py")
+  bad = subprocess.run([sys.executable, script, f"--workdir={tmp_path}", "--rows=8,half"], capture_output=True,
+                       text=True, cwd=REPO)
+  assert bad.returncode != 0 and "error: --rows entry 'half'" in bad.stderr
+  empty = subprocess.run([sys.executable, script, f"--workdir={tmp_path}", "--only_trained"], capture_output=True,
+                         text=True, cwd=REPO)
+  assert empty.returncode != 0 and f"error: no finished run of 16000 steps under {tmp_path}" in empty.stderr
