@@ -105,9 +105,9 @@ def last_train_metrics(workdir: str) -> dict:
 
 
 def markdown(results: list[dict], args) -> str:
-  lines = [f"CamVid val mIoU, 1/{args.labeled_n} labeled ({results[0]['labeled']} images), {results[0]['steps']} "
-           f"steps (`configs/semi.py:camvid,{args.size},<variant>,{args.labeled_n}`)", "",
-           "| method | val mIoU | pixel acc | conf. pixels (last log) | unlabeled: passing tau | PL acc | "
+  lines = [f"CamVid {results[0]['eval_split']} mIoU, 1/{args.labeled_n} labeled ({results[0]['labeled']} images), "
+           f"{results[0]['steps']} steps (`configs/semi.py:camvid,{args.size},<variant>,{args.labeled_n}`)", "",
+           "| method | mIoU | pixel acc | conf. pixels (last log) | unlabeled: passing tau | PL acc | "
            "PL acc (passing) | PL/truth class TV | train s |", "|---|---|---|---|---|---|---|---|---|"]
   fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
   for r in results:
@@ -163,7 +163,8 @@ def main() -> None:
     last = last_train_metrics(workdir)
     results.append(dict(variant=variant, init=init, method=LABELS[variant], miou=scalars["val/miou"],
                         pixel_acc=scalars["val/pixel_acc"], conf_frac=last.get("conf_frac"),
-                        final_loss=last.get("loss"), steps=config.train.steps, labeled=labeled, seconds=round(seconds, 1),
+                        final_loss=last.get("loss"), steps=config.train.steps, labeled=labeled,
+                        eval_split=config.data.val_split, seconds=round(seconds, 1),
                         workdir=workdir, diagnostics=last_eval_diagnostics(workdir), seed=config.seed,
                         trained_steps=int(last.get("step", 0))))
   print(json.dumps(dict(experiment="semi_camvid", results=results), indent=1))
@@ -187,9 +188,9 @@ def parse_inits(specs: list[str]) -> dict[str, str]:
 
 
 def seed_summary(results: list[dict]) -> str:
-  """Mean and spread (max - min) of val mIoU over the seeds of each (init, variant), with the margin of each
+  """Mean and spread (max - min) of the eval split's mIoU over the seeds of each (init, variant), with the margin of each
   row's mean over the supervised-only row of the same init (what the unlabeled images bought)."""
-  lines = ["| init | method | seeds | val mIoU mean | spread (max - min) | vs supervised only | mIoU per seed |",
+  lines = ["| init | method | seeds | mIoU mean | spread (max - min) | vs supervised only | mIoU per seed |",
            "|---|---|---|---|---|---|---|"]
   groups = {}
   for r in results:

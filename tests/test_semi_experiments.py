@@ -46,8 +46,9 @@ def test_semi_camvid_smoke(tmp_path):
   assert rows[0]["conf_frac"] is None and 0.0 <= rows[1]["conf_frac"] <= 1.0
   # The same generated split files serve every variant.
   assert os.listdir(tmp_path / "splits") == ["camvid-train-seed0"]
+  assert "CamVid val mIoU, 1/8 labeled (46 images), 2 steps" in out  # the title names the split evaluated
   table = out[out.index("| method |"):].splitlines()
-  assert table[0].startswith("| method | val mIoU") and len(table) == 2 + len(rows)
+  assert table[0].startswith("| method | mIoU") and len(table) == 2 + len(rows)
   assert table[2].startswith("| supervised only | ") and table[3].startswith("| FixMatch | ")
 
 
