@@ -121,7 +121,7 @@ def markdown(results: list[dict], args) -> str:
   return "\n".join(lines)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser()
   ap.add_argument("--workdir", default="/tmp/semi_camvid")
   ap.add_argument("--steps", type=int, default=0, help="0: the config's (cpu: 240, recipe: 3600)")
@@ -143,7 +143,11 @@ def main() -> None:
                        "several); runs go to <workdir>/<NAME>/..., the from-scratch ones to <workdir>/none/...")
   ap.add_argument("--seeds", default="", help="comma list of seeds (model init and data order; the labeled split "
                   "stays semi.split_seed's): runs go to <workdir>/<variant>/seed<k> and a mean/spread table follows")
-  args = ap.parse_args()
+  return ap
+
+
+def main() -> None:
+  args = parser().parse_args()
   seeds = [int(x) for x in args.seeds.split(",") if x] or [None]
   inits = parse_inits(args.init)
   results = []
@@ -188,8 +192,8 @@ def parse_inits(specs: list[str]) -> dict[str, str]:
 
 
 def seed_summary(results: list[dict]) -> str:
-  """Mean and spread (max - min) of the eval split's mIoU over the seeds of each (init, variant), with the margin of each
-  row's mean over the supervised-only row of the same init (what the unlabeled images bought)."""
+  """Mean and spread (max - min) of the eval split's mIoU over the seeds of each (init, variant), with the margin
+  of each row's mean over the supervised-only row of the same init (what the unlabeled images bought)."""
   lines = ["| init | method | seeds | mIoU mean | spread (max - min) | vs supervised only | mIoU per seed |",
            "|---|---|---|---|---|---|---|"]
   groups = {}

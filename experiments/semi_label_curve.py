@@ -24,7 +24,6 @@ import math
 import os
 import statistics
 import time
-import types
 
 import semi_camvid  # experiments/ is on the path when this script runs
 
@@ -38,12 +37,12 @@ def row_folder(workdir: str, row: str) -> str:
   return os.path.join(workdir, "all" if row == "all" else f"n{row}")
 
 
-def row_args(row: str, steps: int, sets: list[str]) -> types.SimpleNamespace:
-  """The namespace `semi_camvid.variant_config` reads, for one row of the curve."""
+def row_args(row: str, steps: int, seed: int, sets: list[str]) -> argparse.Namespace:
+  """`semi_camvid.py`'s arguments for one run of the curve (its parser's defaults for the rest)."""
   extra = ["semi.labeled_fraction=0"] if row == "all" else []
-  return types.SimpleNamespace(size="recipe", labeled_n=8 if row == "all" else int(row), steps=steps, eval_every=0,
-                               crop="", image_scale=0.0, max_eval_images=0, batch=0, validate_items=0,
-                               set=[*PROTOCOL, *extra, *sets])
+  sets = [*PROTOCOL, *extra, f"seed={seed}", *sets]
+  return semi_camvid.parser().parse_args(["--size=recipe", f"--steps={steps}",
+                                          f"--labeled_n={8 if row == 'all' else row}", *(f"--set={x}" for x in sets)])
 
 
 def run_once(row: str, seed: int, args) -> dict | None:
@@ -52,10 +51,7 @@ def run_once(row: str, seed: int, args) -> dict | None:
   workdir = os.path.join(folder, "supervised", f"seed{seed}")
   if args.only_trained and not os.path.isdir(os.path.join(workdir, "checkpoints", str(args.steps))):
     return None
-  config = semi_camvid.variant_config("supervised", row_args(row, args.steps, args.set), folder)
-  config.unlock()
-  config.seed = seed
-  config.lock()
+  config = semi_camvid.variant_config("supervised", row_args(row, args.steps, seed, args.set), folder)
   start = time.perf_counter()
   scalars = train.run(config, workdir)
   return dict(row=row, seed=seed, miou=100 * scalars["val/miou"], seconds=round(time.perf_counter() - start, 1),
